@@ -1,0 +1,374 @@
+"""SELF1E: InternVL3 that segments what a sentence describes with one `[SEG]` token and no mask decoder."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+from transformers.cache_utils import Cache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
+from transformers.models.internvl.modeling_internvl import InternVLModel
+from transformers.utils import ModelOutput, can_return_tuple
+
+from .attention_mask import prepared_mask_function, segmentation_mask_function
+from .configuration_self1e import Self1EConfig
+from .image_layout import ImageLayout, plan_image_layout
+from .mask_losses import mask_losses
+from .segmentation_head import Self1ESegmentationHead, stitch_tiles
+
+
+@dataclass
+class Self1EImageFeatures(ModelOutput):
+    r"""
+    Image features of a batch of tiles, computed once and reusable for several prompts on the same image.
+
+    projected_features (`torch.FloatTensor` of shape `(num_tiles, tokens_per_tile, hidden_size)`):
+        `F_V1`: pixel-shuffled ViT features through the projector; the language model's image input embeddings.
+    high_res_features (`torch.FloatTensor` of shape `(num_tiles, vit_patches_per_tile, hidden_size)`):
+        `F_V1^HQ`: the projector applied to every ViT patch feature replicated `f*f` times (paper Sec. 3.3).
+    """
+
+    projected_features: torch.FloatTensor | None = None
+    high_res_features: torch.FloatTensor | None = None
+
+
+@dataclass
+class Self1ESegmentationOutput(ModelOutput):
+    r"""
+    Output of [`Self1EForSegmentation`].
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*):
+        `text_loss_weight * text_loss + bce_loss_weight * mask_bce_loss + dice_loss_weight * mask_dice_loss`, over the
+        terms whose targets were given (`labels`, `gt_masks`).
+    text_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Next-token cross-entropy, returned when `labels` is given.
+    mask_bce_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Sigmoid binary cross-entropy of the masks (plus the low-resolution auxiliary prediction), summed over the
+        masks and divided by the batch size; returned when `gt_masks` is given.
+    mask_dice_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Dice loss of the masks, reduced like `mask_bce_loss`.
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+        Language modeling logits.
+    pred_masks (`list[torch.FloatTensor]`):
+        One entry per sample: mask logits `(num_seg_tokens, height, width)` on the stitched canvas of the sample's
+        image (threshold at 0; `height` is twice the ViT grid of all tiles with the default head). Samples without
+        `[SEG]` get an empty `(0, height, width)` tensor (`(0, 0, 0)` without an image).
+    past_key_values (`Cache`, *optional*):
+        Cached keys and values of the language model.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+        Hidden states of the language model, when `output_hidden_states=True`.
+    attentions (`tuple(torch.FloatTensor)`, *optional*):
+        Attention weights of the language model, when `output_attentions=True`.
+    image_hidden_states (`torch.FloatTensor`, *optional*):
+        `F_V1`, the projected image features fed to the language model.
+    """
+
+    loss: torch.FloatTensor | None = None
+    text_loss: torch.FloatTensor | None = None
+    mask_bce_loss: torch.FloatTensor | None = None
+    mask_dice_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    pred_masks: list[torch.FloatTensor] | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+
+
+class Self1EPreTrainedModel(PreTrainedModel):
+    config_class = Self1EConfig
+    config: Self1EConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The vision tower and language model dispatch to their own `_init_weights`; what is left here is the
+        # segmentation head and the LM head, plain linear layers initialised with the text model's range.
+        super()._init_weights(module)
+
+
+class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
+    r"""
+    SELF1E (paper Sec. 3): transformers' [`InternVLModel`] (vision tower, pixel-shuffle projector, language model),
+    a language modeling head for text, and [`Self1ESegmentationHead`], which turns the hidden state that predicts each
+    `[SEG]` token into a mask over the image by a scaled dot product with high-resolution image features.
+
+    Samples containing `[SEG]` use the segmentation attention mask (`config.segmentation_attention`); samples without
+    it (plain VQA) and `generate()` stay causal.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: Self1EConfig):
+        super().__init__(config)
+        # The class name would select transformers' DETR-style segmentation loss; the text loss is causal LM's.
+        self.loss_type = "ForCausalLM"
+        self.model = InternVLModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.seg_head = Self1ESegmentationHead(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.lm_head = new_embeddings
+
+    def get_image_features(self, pixel_values: torch.FloatTensor) -> Self1EImageFeatures:
+        """Runs the vision tower once and returns both `F_V1` (for the LLM) and `F_V1^HQ` (for the mask)."""
+        layer = self.config.vision_feature_layer
+        if not isinstance(layer, int):
+            raise ValueError(f"SELF1E needs a single vision_feature_layer, got {layer!r}")
+        vision_outputs = self.model.get_image_features(
+            pixel_values=pixel_values, return_dict=True, output_hidden_states=layer != -1
+        )
+        patch_features = vision_outputs.last_hidden_state if layer == -1 else vision_outputs.hidden_states[layer]
+        if self.config.vision_feature_select_strategy == "default":
+            patch_features = patch_features[:, 1:]
+        # Self-replication (Sec. 3.3): each patch feature repeated f*f times passes the same projector as the
+        # pixel-shuffled tokens, which keeps the ViT grid.
+        factor = self.config.shuffle_factor
+        high_res = self.model.multi_modal_projector(patch_features.repeat(1, 1, factor * factor))
+        return Self1EImageFeatures(projected_features=vision_outputs.pooler_output, high_res_features=high_res)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        tile_grids: torch.LongTensor | list[tuple[int, int]] | None = None,
+        gt_masks: list[torch.Tensor] | None = None,
+        image_features: Self1EImageFeatures | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> Self1ESegmentationOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(num_tiles, 3, tile_size, tile_size)`, *optional*):
+            Tiles of all images of the batch, in sample order, each image's tiles in raster order (row by row).
+        attention_mask (`torch.Tensor`, *optional*):
+            `(batch, length)` padding mask (1 = real token), from which the segmentation attention mask is built, or
+            a prepared `(batch, 1, length, length)` mask (boolean, or additive float with 0 = attend), used as given.
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Next-token targets; -100 is ignored.
+        tile_grids (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
+            `(rows, cols)` tile grid of each image, in the order the images appear in the batch. May be omitted when
+            every image is a single tile.
+        gt_masks (`list[torch.Tensor]`, *optional*):
+            Per sample, `(num_seg_tokens, height, width)` ground-truth masks (any size) for the mask losses; samples
+            without `[SEG]` take an empty tensor or `None`.
+        image_features (`Self1EImageFeatures`, *optional*):
+            Precomputed [`~Self1EForSegmentation.get_image_features`] of `pixel_values`, to run the vision tower once
+            for several prompts on one image.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if pixel_values is not None and image_features is None:
+            image_features = self.get_image_features(pixel_values)
+        # generate() passes a cache: it decodes text like the causal chat model and predicts no masks.
+        segmenting = past_key_values is None and input_ids is not None and image_features is not None
+        padding_mask = attention_mask if _is_2d(attention_mask) else None
+        if segmenting:
+            attention_mask = self._language_model_attention_mask(input_ids, attention_mask, position_ids)
+
+        mm_encoder_outputs = None
+        if image_features is not None:
+            mm_encoder_outputs = {"image": BaseModelOutputWithPooling(pooler_output=image_features.projected_features)}
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            mm_encoder_outputs=mm_encoder_outputs,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
+
+        pred_masks = low_res_masks = None
+        if segmenting:
+            layout = plan_image_layout(
+                input_ids,
+                attention_mask_2d=padding_mask,
+                image_token_id=self.config.image_token_id,
+                seg_token_id=self.config.seg_token_id,
+                tokens_per_tile=self.config.image_tokens_per_tile,
+                num_tiles=image_features.projected_features.shape[0],
+                tile_grids=tile_grids,
+            )
+            pred_masks, low_res_masks = self._predict_masks(input_ids, hidden_states, image_features, layout)
+
+        text_loss = mask_bce_loss = mask_dice_loss = loss = None
+        if labels is not None:
+            text_loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+            loss = self.config.text_loss_weight * text_loss
+        if gt_masks is not None:
+            if pred_masks is None:
+                raise ValueError("gt_masks were given, but no masks were predicted: pass pixel_values and [SEG] tokens")
+            mask_bce_loss, mask_dice_loss = self._mask_losses(pred_masks, low_res_masks, gt_masks)
+            mask_loss = self.config.bce_loss_weight * mask_bce_loss + self.config.dice_loss_weight * mask_dice_loss
+            loss = mask_loss if loss is None else loss + mask_loss
+
+        return Self1ESegmentationOutput(
+            loss=loss,
+            text_loss=text_loss,
+            mask_bce_loss=mask_bce_loss,
+            mask_dice_loss=mask_dice_loss,
+            logits=logits,
+            pred_masks=pred_masks,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+        )
+
+    def _language_model_attention_mask(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, position_ids: torch.LongTensor | None
+    ) -> torch.Tensor | dict | None:
+        """The segmentation attention mask, rendered by transformers for the language model's attention backend."""
+        if attention_mask is not None and attention_mask.ndim == 4:
+            # A prepared mask is honoured exactly: (causal | M) & M == M.
+            prepared = prepared_mask_function(attention_mask.to(input_ids.device))
+            or_function = and_function = prepared
+            attention_mask = None
+        elif attention_mask is not None and attention_mask.ndim != 2:
+            raise ValueError(f"attention_mask must be 2D or 4D, got shape {tuple(attention_mask.shape)}")
+        else:
+            or_function = segmentation_mask_function(
+                input_ids, self.config.image_token_id, self.config.seg_token_id, self.config.segmentation_attention
+            )
+            and_function = None
+            if or_function is None:
+                return attention_mask
+        text_config = self.config.text_config
+        mask_kwargs = {
+            "config": text_config,
+            "inputs_embeds": torch.empty(input_ids.shape + (0,), dtype=self.dtype, device=input_ids.device),
+            "attention_mask": attention_mask,
+            "past_key_values": None,
+            "position_ids": position_ids,
+            "or_mask_function": or_function,
+            "and_mask_function": and_function,
+        }
+        mask_mapping = {"full_attention": create_causal_mask(**mask_kwargs)}
+        if "sliding_attention" in (getattr(text_config, "layer_types", None) or ()):
+            mask_mapping["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
+        return mask_mapping
+
+    def _predict_masks(
+        self,
+        input_ids: torch.LongTensor,
+        hidden_states: torch.FloatTensor,
+        image_features: Self1EImageFeatures,
+        layout: ImageLayout,
+    ) -> tuple[list[torch.FloatTensor], list[torch.FloatTensor | None]]:
+        """Mask logits (and the auxiliary low-resolution logits) of every `[SEG]` token, per sample."""
+        batch_size = input_ids.shape[0]
+        tokens_per_tile = self.config.image_tokens_per_tile
+        hidden_size = hidden_states.shape[-1]
+        # Hidden states at the image tokens follow the tiles' order, as the image embeddings were scattered in it.
+        llm_image_features = hidden_states[input_ids == self.config.image_token_id].view(-1, tokens_per_tile, hidden_size)
+        # The state at the position before each [SEG] is the one that predicts it.
+        seg_embeddings = self.seg_head.embed_seg(hidden_states[layout.seg_state_positions])
+        seg_per_sample = seg_embeddings.split(layout.seg_counts)
+
+        pred_masks: list[torch.FloatTensor | None] = [None] * batch_size
+        low_res_masks: list[torch.FloatTensor | None] = [None] * batch_size
+        # One batched pass per distinct tile grid, not one per sample.
+        for (rows, cols), group in layout.seg_samples_by_grid().items():
+            tiles = layout.tile_indices(group, device=hidden_states.device)
+            n_images = len(group)
+
+            def canvas(per_tile: torch.Tensor) -> torch.Tensor:
+                return stitch_tiles(per_tile[tiles].view(n_images, rows * cols, -1, hidden_size), rows, cols)
+
+            image_embeddings, low_res_embeddings = self.seg_head.embed_image(
+                canvas(llm_image_features),
+                canvas(image_features.projected_features),
+                canvas(image_features.high_res_features),
+            )
+            seg = pad_sequence([seg_per_sample[sample] for sample in group], batch_first=True)
+            logits = self.seg_head.mask_logits(image_embeddings, seg)
+            low_res = None if low_res_embeddings is None else self.seg_head.mask_logits(low_res_embeddings, seg)
+            for position, sample in enumerate(group):
+                count = layout.seg_counts[sample]
+                pred_masks[sample] = logits[position, :count]
+                if low_res is not None:
+                    low_res_masks[sample] = low_res[position, :count]
+
+        canvas_size = self._canvas_size
+        for sample in range(batch_size):
+            if pred_masks[sample] is None:
+                grid = layout.sample_grid(sample)
+                size = (0, 0) if grid is None else canvas_size(*grid)
+                pred_masks[sample] = hidden_states.new_zeros((0, *size))
+        return pred_masks, low_res_masks
+
+    def _canvas_size(self, rows: int, cols: int) -> tuple[int, int]:
+        side = {
+            "llm_low_res": self.config.llm_grid_size,
+            "high_res": self.config.vit_grid_size,
+            "residual_refill": self.config.vit_grid_size,
+            "residual_amplifier": self.config.vit_grid_size * self.config.shuffle_factor,
+        }[self.config.image_feature_path]
+        return rows * side, cols * side
+
+    def _mask_losses(
+        self,
+        pred_masks: list[torch.FloatTensor],
+        low_res_masks: list[torch.FloatTensor | None],
+        gt_masks: list[torch.Tensor | None],
+    ) -> tuple[torch.FloatTensor, torch.FloatTensor]:
+        if len(gt_masks) != len(pred_masks):
+            raise ValueError(f"gt_masks has {len(gt_masks)} entries for a batch of {len(pred_masks)} samples")
+        bce = dice = pred_masks[0].new_zeros((), dtype=torch.float32)
+        use_low_res = self.config.use_low_res_aux_loss
+        short_side = self.config.gt_mask_short_side
+        # Ground-truth sizes differ between samples, so the losses are taken per sample.
+        for sample, (pred, low_res, gt) in enumerate(zip(pred_masks, low_res_masks, gt_masks)):
+            n_masks = 0 if gt is None else gt.shape[0]
+            if n_masks != pred.shape[0]:
+                raise ValueError(
+                    f"sample {sample} has {pred.shape[0]} [SEG] tokens but {n_masks} ground-truth masks in gt_masks"
+                )
+            if n_masks == 0:
+                continue
+            if gt.ndim != 3:
+                raise ValueError(f"gt_masks[{sample}] must be (num_masks, height, width), got {tuple(gt.shape)}")
+            gt = gt.to(pred.device)
+            for logits in (pred, low_res if use_low_res else None):
+                if logits is not None:
+                    sample_bce, sample_dice = mask_losses(logits.float(), gt.float(), short_side)
+                    bce = bce + sample_bce
+                    dice = dice + sample_dice
+        batch_size = len(pred_masks)
+        return bce / batch_size, dice / batch_size
+
+
+def _is_2d(attention_mask: torch.Tensor | dict | None) -> bool:
+    return isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2
+
+
+__all__ = ["Self1EForSegmentation", "Self1EPreTrainedModel", "Self1ESegmentationOutput", "Self1EImageFeatures"]

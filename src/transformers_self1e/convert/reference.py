@@ -1,0 +1,155 @@
+"""Conversion of checkpoints in the SELF1E authors' layout (InternVL-chat keys) to `Self1EForSegmentation`.
+
+Reference layout: `vision_model.*` (InternViT with fused `qkv`), `mlp1.{0,1,3}` (projector),
+`language_model.model.*` / `language_model.lm_head.*` (Qwen decoder) and the head MLPs `combine_decode_proj_ori`
+(f_PUS), `combine_decode_proj_all` (f'_PUS) and `combine_decode_proj` (output MLP).
+"""
+
+import dataclasses
+import re
+from collections.abc import Iterator, Mapping
+
+import torch
+from transformers import CONFIG_MAPPING
+
+from ..modeling import Self1EConfig
+
+_LLM_TYPES = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3_moe"}
+
+# Reference name -> our name, for every key that is renamed one to one (regex, replacement).
+_RENAMES: list[tuple[str, str]] = [
+    (r"^vision_model\.embeddings\.class_embedding$", "model.vision_tower.embeddings.cls_token"),
+    (r"^vision_model\.embeddings\.position_embedding$", "model.vision_tower.embeddings.position_embeddings"),
+    (r"^vision_model\.embeddings\.patch_embedding\.", "model.vision_tower.embeddings.patch_embeddings.projection."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.attn\.proj\.", r"model.vision_tower.encoder.layer.\1.attention.projection_layer."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.attn\.q_norm\.", r"model.vision_tower.encoder.layer.\1.attention.q_norm."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.attn\.k_norm\.", r"model.vision_tower.encoder.layer.\1.attention.k_norm."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.ls1$", r"model.vision_tower.encoder.layer.\1.lambda_1"),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.ls2$", r"model.vision_tower.encoder.layer.\1.lambda_2"),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.norm1\.", r"model.vision_tower.encoder.layer.\1.layernorm_before."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.norm2\.", r"model.vision_tower.encoder.layer.\1.layernorm_after."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.mlp\.", r"model.vision_tower.encoder.layer.\1.mlp."),
+    (r"^mlp1\.0\.", "model.multi_modal_projector.layer_norm."),
+    (r"^mlp1\.1\.", "model.multi_modal_projector.linear_1."),
+    (r"^mlp1\.3\.", "model.multi_modal_projector.linear_2."),
+    (r"^language_model\.model\.", "model.language_model."),
+    (r"^language_model\.lm_head\.", "lm_head."),
+    (r"^combine_decode_proj_ori\.0\.", "seg_head.vision_unshuffle_mlp.fc1."),
+    (r"^combine_decode_proj_ori\.2\.", "seg_head.vision_unshuffle_mlp.fc2."),
+    (r"^combine_decode_proj_all\.0\.", "seg_head.llm_unshuffle_mlp.fc1."),
+    (r"^combine_decode_proj_all\.2\.", "seg_head.llm_unshuffle_mlp.fc2."),
+    (r"^combine_decode_proj\.0\.", "seg_head.output_mlp.fc1."),
+    (r"^combine_decode_proj\.2\.", "seg_head.output_mlp.fc2."),
+]
+_FUSED_QKV = re.compile(r"^vision_model\.encoder\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$")
+
+
+def convert_reference_tensor(name: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """Our name(s) and tensor(s) for one reference tensor; the fused vision `qkv` splits into three.
+
+    Raises:
+        KeyError: the name belongs to no known part of the reference layout.
+    """
+    fused = _FUSED_QKV.match(name)
+    if fused:
+        layer, kind = fused.groups()
+        prefix = f"model.vision_tower.encoder.layer.{layer}.attention"
+        query, key, value = tensor.chunk(3, dim=0)
+        return [(f"{prefix}.q_proj.{kind}", query), (f"{prefix}.k_proj.{kind}", key), (f"{prefix}.v_proj.{kind}", value)]
+    for pattern, replacement in _RENAMES:
+        new_name, found = re.subn(pattern, replacement, name)
+        if found:
+            return [(new_name, tensor)]
+    raise KeyError(name)
+
+
+def convert_reference_state_dict(
+    tensors: Iterator[tuple[str, torch.Tensor]] | Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Renames a whole reference state dict; unknown keys are an error that lists them all."""
+    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    converted, unknown = {}, []
+    for name, tensor in items:
+        try:
+            converted.update(convert_reference_tensor(name, tensor))
+        except KeyError:
+            unknown.append(name)
+    if unknown:
+        raise ValueError(f"{len(unknown)} keys are not part of the SELF1E reference layout: {_short_list(unknown)}")
+    return converted
+
+
+def self1e_config_from_reference(
+    reference_config: Mapping,
+    image_token_id: int,
+    seg_token_id: int,
+    loss_weights: Mapping[str, float] | None = None,
+) -> Self1EConfig:
+    """A `Self1EConfig` equivalent to a reference (`internvl_chat`) config dictionary.
+
+    Args:
+        reference_config: the reference `config.json` content (with `vision_config` and `llm_config`).
+        image_token_id: id of `<IMG_CONTEXT>`; the reference config does not store it (its tokenizer does).
+        seg_token_id: id of `[SEG]`.
+        loss_weights: optional `{"ce", "bce", "dice"}` weights used by the reference training.
+    """
+    for key in ("vision_config", "llm_config"):
+        if key not in reference_config:
+            raise ValueError(f"the reference config has no {key!r}; is it an InternVL-chat/SELF1E config.json?")
+    if reference_config.get("ps_version", "v2") != "v2":
+        raise ValueError(f"only pixel shuffle ps_version='v2' is supported, got {reference_config['ps_version']!r}")
+    vision = reference_config["vision_config"]
+    image_size = reference_config.get("force_image_size") or vision["image_size"]
+    vision_config = {
+        "hidden_size": vision["hidden_size"],
+        "intermediate_size": vision["intermediate_size"],
+        "num_hidden_layers": vision["num_hidden_layers"],
+        "num_attention_heads": vision["num_attention_heads"],
+        "image_size": image_size,
+        "patch_size": vision["patch_size"],
+        "layer_norm_eps": vision.get("layer_norm_eps", 1e-6),
+        "hidden_act": vision.get("hidden_act", "gelu"),
+        "norm_type": vision.get("norm_type", "layer_norm"),
+        "attention_bias": vision.get("qkv_bias", True),
+        "use_qk_norm": vision.get("qk_normalization", False),
+        "initializer_range": vision.get("initializer_range", 0.02),
+    }
+    text_config = _text_config_from_reference(reference_config["llm_config"])
+    weights = loss_weights or {}
+    return Self1EConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        downsample_ratio=reference_config.get("downsample_ratio", 0.5),
+        vision_feature_layer=reference_config.get("select_layer", -1),
+        image_token_id=image_token_id,
+        seg_token_id=seg_token_id,
+        image_seq_length=int((image_size // vision["patch_size"]) ** 2 * reference_config.get("downsample_ratio", 0.5) ** 2),
+        text_loss_weight=weights.get("ce", 1.0),
+        bce_loss_weight=weights.get("bce", 2.0),
+        dice_loss_weight=weights.get("dice", 0.5),
+        tie_word_embeddings=text_config.tie_word_embeddings,
+    )
+
+
+def _text_config_from_reference(llm_config: Mapping):
+    architectures = llm_config.get("architectures") or ["Qwen2ForCausalLM"]
+    model_type = llm_config.get("model_type") or _LLM_TYPES.get(architectures[0])
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"unsupported language model {architectures[0]!r}")
+    config_class = CONFIG_MAPPING[model_type]
+    # Fields of the transformers config, plus the pre-v5 RoPE keys that it still converts to `rope_parameters`.
+    known = {field.name for field in dataclasses.fields(config_class)} | {"rope_theta", "rope_scaling"}
+    kwargs = {key: value for key, value in llm_config.items() if key in known and value is not None}
+    return config_class(**kwargs)
+
+
+def _short_list(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+__all__ = [
+    "convert_reference_state_dict",
+    "convert_reference_tensor",
+    "self1e_config_from_reference",
+]
