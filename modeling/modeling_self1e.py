@@ -185,7 +185,7 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
         if pixel_values is not None and image_features is None:
             image_features = self.get_image_features(pixel_values)
         # generate() passes a cache: it decodes text like the causal chat model and predicts no masks.
-        segmenting = past_key_values is None and input_ids is not None and image_features is not None
+        segmenting = past_key_values is None and input_ids is not None
         padding_mask = attention_mask if _is_2d(attention_mask) else None
         if segmenting:
             attention_mask = self._language_model_attention_mask(input_ids, attention_mask, position_ids)
@@ -213,7 +213,7 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
                 image_token_id=self.config.image_token_id,
                 seg_token_id=self.config.seg_token_id,
                 tokens_per_tile=self.config.image_tokens_per_tile,
-                num_tiles=image_features.projected_features.shape[0],
+                num_tiles=0 if image_features is None else image_features.projected_features.shape[0],
                 tile_grids=tile_grids,
             )
             pred_masks, low_res_masks = self._predict_masks(input_ids, hidden_states, image_features, layout)
@@ -281,23 +281,25 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor,
         hidden_states: torch.FloatTensor,
-        image_features: Self1EImageFeatures,
+        image_features: Self1EImageFeatures | None,
         layout: ImageLayout,
     ) -> tuple[list[torch.FloatTensor], list[torch.FloatTensor | None]]:
         """Mask logits (and the auxiliary low-resolution logits) of every `[SEG]` token, per sample."""
         batch_size = input_ids.shape[0]
         tokens_per_tile = self.config.image_tokens_per_tile
         hidden_size = hidden_states.shape[-1]
-        # Hidden states at the image tokens follow the tiles' order, as the image embeddings were scattered in it.
-        llm_image_features = hidden_states[input_ids == self.config.image_token_id].view(-1, tokens_per_tile, hidden_size)
-        # The state at the position before each [SEG] is the one that predicts it.
-        seg_embeddings = self.seg_head.embed_seg(hidden_states[layout.seg_state_positions])
-        seg_per_sample = seg_embeddings.split(layout.seg_counts)
-
         pred_masks: list[torch.FloatTensor | None] = [None] * batch_size
         low_res_masks: list[torch.FloatTensor | None] = [None] * batch_size
+        groups = layout.seg_samples_by_grid()
+        if groups:
+            # Hidden states at the image tokens follow the tiles' order, as the image embeddings were scattered so.
+            is_image = input_ids == self.config.image_token_id
+            llm_image_features = hidden_states[is_image].view(-1, tokens_per_tile, hidden_size)
+            # The state at the position before each [SEG] is the one that predicts it.
+            seg_embeddings = self.seg_head.embed_seg(hidden_states[layout.seg_state_positions])
+            seg_per_sample = seg_embeddings.split(layout.seg_counts)
         # One batched pass per distinct tile grid, not one per sample.
-        for (rows, cols), group in layout.seg_samples_by_grid().items():
+        for (rows, cols), group in groups.items():
             tiles = layout.tile_indices(group, device=hidden_states.device)
             n_images = len(group)
 

@@ -6,13 +6,20 @@ Reference layout: `vision_model.*` (InternViT with fused `qkv`), `mlp1.{0,1,3}` 
 """
 
 import dataclasses
+import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from transformers import CONFIG_MAPPING
 
 from ..modeling import Self1EConfig
+from .checkpoint_files import checkpoint_shards
+from .folder_writer import write_converted_folder
+
+IMAGE_CONTEXT_TOKEN = "<IMG_CONTEXT>"
+SEG_TOKEN = "[SEG]"
 
 _LLM_TYPES = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3_moe"}
 
@@ -61,22 +68,6 @@ def convert_reference_tensor(name: str, tensor: torch.Tensor) -> list[tuple[str,
         if found:
             return [(new_name, tensor)]
     raise KeyError(name)
-
-
-def convert_reference_state_dict(
-    tensors: Iterator[tuple[str, torch.Tensor]] | Mapping[str, torch.Tensor],
-) -> dict[str, torch.Tensor]:
-    """Renames a whole reference state dict; unknown keys are an error that lists them all."""
-    items = tensors.items() if isinstance(tensors, Mapping) else tensors
-    converted, unknown = {}, []
-    for name, tensor in items:
-        try:
-            converted.update(convert_reference_tensor(name, tensor))
-        except KeyError:
-            unknown.append(name)
-    if unknown:
-        raise ValueError(f"{len(unknown)} keys are not part of the SELF1E reference layout: {_short_list(unknown)}")
-    return converted
 
 
 def self1e_config_from_reference(
@@ -143,13 +134,66 @@ def _text_config_from_reference(llm_config: Mapping):
     return config_class(**kwargs)
 
 
-def _short_list(names: list[str], limit: int = 20) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+def load_reference_settings(
+    config_path: str | Path, image_token_id: int | None = None, seg_token_id: int | None = None
+) -> tuple[dict, int, int, dict | None]:
+    """Reads a reference `config.json`, or a record's `meta.json` (its `official_config`, `token_ids` and
+    `loss_weights`). Returns the reference config, the `<IMG_CONTEXT>` and `[SEG]` ids, and the loss weights.
+
+    A plain `config.json` does not know the token ids: they come from the arguments, or from the tokenizer files
+    (`added_tokens.json` / `tokenizer.json`) beside it.
+    """
+    config_path = Path(config_path)
+    content = json.loads(config_path.read_text())
+    loss_weights = None
+    if "official_config" in content:
+        token_ids = content.get("token_ids", {})
+        image_token_id = image_token_id if image_token_id is not None else token_ids.get("img_context")
+        seg_token_id = seg_token_id if seg_token_id is not None else token_ids.get("seg")
+        loss_weights = content.get("loss_weights")
+        content = content["official_config"]
+    if image_token_id is None or seg_token_id is None:
+        added = _added_tokens(config_path.parent)
+        image_token_id = image_token_id if image_token_id is not None else added.get(IMAGE_CONTEXT_TOKEN)
+        seg_token_id = seg_token_id if seg_token_id is not None else added.get(SEG_TOKEN)
+    if image_token_id is None or seg_token_id is None:
+        raise ValueError(
+            f"the ids of {IMAGE_CONTEXT_TOKEN} and {SEG_TOKEN} are unknown: pass them, or keep the tokenizer files "
+            f"beside {config_path}"
+        )
+    return content, int(image_token_id), int(seg_token_id), loss_weights
+
+
+def _added_tokens(folder: Path) -> dict[str, int]:
+    added_tokens = folder / "added_tokens.json"
+    if added_tokens.is_file():
+        return json.loads(added_tokens.read_text())
+    tokenizer = folder / "tokenizer.json"
+    if tokenizer.is_file():
+        return {token["content"]: token["id"] for token in json.loads(tokenizer.read_text()).get("added_tokens", [])}
+    return {}
+
+
+def convert_reference_checkpoint(
+    checkpoint: str | Path,
+    reference_config: str | Path,
+    out_dir: str | Path,
+    image_token_id: int | None = None,
+    seg_token_id: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Converts a reference SELF1E checkpoint (file, index or folder; single or sharded) into a Self1E folder that
+    `Self1EForSegmentation.from_pretrained` (or `AutoModel` with `trust_remote_code=True`) loads."""
+    settings, image_token_id, seg_token_id, loss_weights = load_reference_settings(
+        reference_config, image_token_id, seg_token_id
+    )
+    config = self1e_config_from_reference(settings, image_token_id, seg_token_id, loss_weights)
+    return write_converted_folder(checkpoint_shards(checkpoint), convert_reference_tensor, config, out_dir, dtype)
 
 
 __all__ = [
-    "convert_reference_state_dict",
+    "convert_reference_checkpoint",
     "convert_reference_tensor",
+    "load_reference_settings",
     "self1e_config_from_reference",
 ]

@@ -1,0 +1,271 @@
+"""Self1EForSegmentation: outputs, batching, ablation variants, dtypes, checkpointing, save/load and input errors."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from huggingface_hub.errors import StrictDataclassError
+from helpers.batches import SEG, Batch, SampleSpec, make_batch, split_batch, tiny_model
+from transformers import AutoModel, InternVLForConditionalGeneration
+
+from transformers_self1e import Self1EForSegmentation
+from transformers_self1e.presets import tiny_config
+from transformers_self1e.modeling.configuration_self1e import IMAGE_FEATURE_PATHS, SEGMENTATION_ATTENTIONS
+
+MIXED = [SampleSpec(grid=(2, 1), n_seg=2), SampleSpec(grid=None, n_seg=0), SampleSpec(grid=(1, 3)), SampleSpec()]
+
+
+def labels_for(batch: Batch) -> torch.Tensor:
+    labels = batch.input_ids.clone()
+    labels[batch.attention_mask == 0] = -100
+    labels[:, :4] = -100
+    return labels
+
+
+def test_outputs_have_one_mask_per_seg_token_on_the_stitched_canvas() -> None:
+    model = tiny_model()
+    batch = make_batch(MIXED)
+    with torch.no_grad():
+        outputs = model(**batch.model_inputs())
+    side = 2 * model.config.vit_grid_size
+    assert [tuple(mask.shape) for mask in outputs.pred_masks] == [
+        (2, 2 * side, side),
+        (0, 0, 0),
+        (1, side, 3 * side),
+        (1, side, side),
+    ]
+    assert outputs.logits.shape == (*batch.input_ids.shape, model.config.text_config.vocab_size)
+    assert outputs.loss is None and outputs.text_loss is None and outputs.mask_bce_loss is None
+
+
+def test_batched_masks_equal_one_by_one_masks() -> None:
+    model = tiny_model()
+    batch = make_batch(MIXED)
+    with torch.no_grad():
+        batched = model(**batch.model_inputs())
+        for row, single in enumerate(split_batch(batch, MIXED)):
+            alone = model(**single.model_inputs())
+            torch.testing.assert_close(batched.pred_masks[row], alone.pred_masks[0], rtol=1e-4, atol=1e-4)
+            length = single.input_ids.shape[1]
+            torch.testing.assert_close(batched.logits[row, :length], alone.logits[0], rtol=1e-4, atol=1e-4)
+
+
+def test_mask_losses_are_a_per_sample_sum_divided_by_the_batch_size() -> None:
+    model = tiny_model().train()
+    batch = make_batch(MIXED)
+    outputs = model(**batch.model_inputs(), gt_masks=batch.gt_masks)
+    singles = [model(**single.model_inputs(), gt_masks=single.gt_masks) for single in split_batch(batch, MIXED)]
+    expected_bce = sum(single.mask_bce_loss for single in singles) / len(MIXED)
+    expected_dice = sum(single.mask_dice_loss for single in singles) / len(MIXED)
+    torch.testing.assert_close(outputs.mask_bce_loss, expected_bce, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs.mask_dice_loss, expected_dice, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs.loss, 2.0 * outputs.mask_bce_loss + 0.5 * outputs.mask_dice_loss)
+
+
+def test_vqa_only_batch_is_the_plain_internvl_causal_model() -> None:
+    model = tiny_model()
+    specs = [SampleSpec(grid=(1, 1), n_seg=0), SampleSpec(grid=None, n_seg=0)]
+    batch = make_batch(specs)
+    internvl = InternVLForConditionalGeneration(model.config).eval()
+    missing, _ = internvl.load_state_dict(model.state_dict(), strict=False)
+    assert not missing
+    labels = labels_for(batch)
+    with torch.no_grad():
+        outputs = model(**batch.model_inputs(), labels=labels)
+        inputs = {key: value for key, value in batch.model_inputs().items() if key != "tile_grids"}
+        expected = internvl(**inputs, labels=labels)
+    real = batch.attention_mask.bool()
+    torch.testing.assert_close(outputs.logits[real], expected.logits[real], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outputs.loss, expected.loss)
+    assert all(mask.shape[0] == 0 for mask in outputs.pred_masks)
+
+
+@pytest.mark.parametrize("feature_path", IMAGE_FEATURE_PATHS)
+@pytest.mark.parametrize("attention", SEGMENTATION_ATTENTIONS)
+def test_every_ablation_variant_trains(feature_path: str, attention: str) -> None:
+    model = tiny_model(image_feature_path=feature_path, segmentation_attention=attention).train()
+    batch = make_batch(MIXED)
+    outputs = model(**batch.model_inputs(), labels=labels_for(batch), gt_masks=batch.gt_masks)
+    outputs.loss.backward()
+    assert torch.isfinite(outputs.loss)
+    for name, parameter in model.seg_head.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    side = {"llm_low_res": 4, "high_res": 8, "residual_refill": 8, "residual_amplifier": 16}[feature_path]
+    assert outputs.pred_masks[3].shape == (1, side, side)
+
+
+def test_low_res_aux_loss_switch() -> None:
+    batch = make_batch([SampleSpec()])
+    losses = {}
+    for use_aux in (True, False):
+        model = tiny_model(use_low_res_aux_loss=use_aux).train()
+        losses[use_aux] = model(**batch.model_inputs(), gt_masks=batch.gt_masks).mask_bce_loss
+    assert losses[True] > losses[False] > 0
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients() -> None:
+    batch = make_batch(MIXED)
+    results = []
+    for checkpointing in (False, True):
+        model = tiny_model().train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert model.is_activation_checkpointing
+        outputs = model(**batch.model_inputs(), labels=labels_for(batch), gt_masks=batch.gt_masks)
+        outputs.loss.backward()
+        results.append((outputs.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (loss, grads), (checkpointed_loss, checkpointed_grads) = results
+    torch.testing.assert_close(checkpointed_loss, loss)
+    for name, grad in grads.items():
+        torch.testing.assert_close(checkpointed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_bfloat16_forward_on_cpu_agrees_with_float32() -> None:
+    model = tiny_model()
+    batch = make_batch(MIXED)
+    with torch.no_grad():
+        reference = model(**batch.model_inputs()).pred_masks
+        model.to(torch.bfloat16)
+        inputs = {**batch.model_inputs(), "pixel_values": batch.pixel_values.to(torch.bfloat16)}
+        outputs = model(**inputs)
+    assert model.dtype == torch.bfloat16
+    for low, high in zip(outputs.pred_masks, reference):
+        assert low.dtype == torch.bfloat16 and low.shape == high.shape
+        if high.numel():
+            assert (low.float().sign() == high.sign()).float().mean() > 0.9
+            assert (low.float() - high).abs().max() <= 0.1 * high.abs().max()
+
+
+def test_generate_decodes_as_a_causal_model() -> None:
+    model = tiny_model()
+    batch = make_batch([SampleSpec(n_seg=0)])
+    prompt = batch.input_ids[:, :-2]
+    with torch.no_grad():
+        generated = model.generate(
+            input_ids=prompt, pixel_values=batch.pixel_values, max_new_tokens=3, do_sample=False, pad_token_id=0
+        )
+        first = model(input_ids=prompt, pixel_values=batch.pixel_values).logits[0, -1].argmax()
+    assert generated.shape == (1, prompt.shape[1] + 3)
+    assert generated[0, prompt.shape[1]] == first
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    model = tiny_model(image_feature_path="residual_refill")
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    config = (tmp_path / "config.json").read_text()
+    assert '"AutoModel": "modeling_self1e.Self1EForSegmentation"' in config
+    for loader in (Self1EForSegmentation.from_pretrained, AutoModel.from_pretrained):
+        loaded = loader(tmp_path)
+        assert type(loaded) is Self1EForSegmentation
+        assert loaded.config.image_feature_path == "residual_refill"
+        for name, tensor in model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_saved_folder_loads_with_remote_code_without_the_package(tmp_path) -> None:
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "model")
+    batch = make_batch([SampleSpec(grid=(2, 1))])
+    torch.save(batch.model_inputs(), tmp_path / "inputs.pt")
+    with torch.no_grad():
+        torch.save(model(**batch.model_inputs()).pred_masks[0], tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys
+
+        class BlockPackage:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "transformers_self1e":
+                    raise ImportError("transformers_self1e is blocked in this test")
+
+        sys.meta_path.insert(0, BlockPackage())
+        import torch
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
+        assert "transformers_modules" in type(model).__module__, type(model).__module__
+        with torch.no_grad():
+            masks = model(**torch.load({str(tmp_path / "inputs.pt")!r})).pred_masks[0]
+        torch.testing.assert_close(masks, torch.load({str(tmp_path / "expected.pt")!r}), rtol=1e-5, atol=1e-5)
+        """
+    )
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+class TestBadInputs:
+    def setup_method(self) -> None:
+        self.model = tiny_model()
+
+    def run(self, batch: Batch, **overrides):
+        with torch.no_grad():
+            return self.model(**{**batch.model_inputs(), **overrides})
+
+    def test_tile_grids_that_do_not_cover_the_tiles(self) -> None:
+        batch = make_batch([SampleSpec(grid=(2, 2))])
+        with pytest.raises(ValueError, match="tile_grids describe 6 tiles but pixel_values has 4"):
+            self.run(batch, tile_grids=[(2, 3)])
+
+    def test_image_tokens_that_do_not_match_the_grid(self) -> None:
+        batch = make_batch([SampleSpec(grid=(1, 2)), SampleSpec(grid=(1, 2))])
+        with pytest.raises(ValueError, match="sample 0 has 32 image tokens"):
+            self.run(batch, tile_grids=[(1, 1), (1, 3)])
+
+    def test_several_tiles_without_tile_grids(self) -> None:
+        batch = make_batch([SampleSpec(grid=(1, 2))])
+        with pytest.raises(ValueError, match="tile_grids is required"):
+            self.run(batch, tile_grids=None)
+
+    def test_bad_grid_values(self) -> None:
+        batch = make_batch([SampleSpec(grid=(1, 1))])
+        with pytest.raises(ValueError, match="positive sides"):
+            self.run(batch, tile_grids=[(1, 0)])
+
+    def test_seg_sample_without_an_image(self) -> None:
+        batch = make_batch([SampleSpec(grid=(1, 1)), SampleSpec(grid=None, n_seg=1)])
+        with pytest.raises(ValueError, match="sample 1 has \\[SEG\\] tokens and 0 images"):
+            self.run(batch)
+
+    def test_seg_as_first_token(self) -> None:
+        batch = make_batch([SampleSpec()])
+        batch.input_ids[0, 0] = SEG
+        with pytest.raises(ValueError, match="first token"):
+            self.run(batch)
+
+    def test_gt_masks_that_do_not_match_the_seg_tokens(self) -> None:
+        batch = make_batch([SampleSpec(n_seg=2)])
+        with pytest.raises(ValueError, match="sample 0 has 2 \\[SEG\\] tokens but 1 ground-truth masks"):
+            self.run(batch, gt_masks=[torch.zeros(1, 8, 8)])
+        with pytest.raises(ValueError, match="gt_masks has 2 entries for a batch of 1"):
+            self.run(batch, gt_masks=[torch.zeros(2, 8, 8), None])
+        with pytest.raises(ValueError, match="must be \\(num_masks, height, width\\)"):
+            self.run(batch, gt_masks=[torch.zeros(2, 1, 8, 8)])
+
+    def test_gt_masks_for_a_sample_without_seg(self) -> None:
+        batch = make_batch([SampleSpec(grid=None, n_seg=0)])
+        assert self.run(batch, gt_masks=[None]).mask_bce_loss == 0
+        with pytest.raises(ValueError, match="sample 0 has 0 \\[SEG\\] tokens but 1 ground-truth masks"):
+            self.run(batch, gt_masks=[torch.zeros(1, 8, 8)])
+
+    def test_attention_mask_of_the_wrong_rank(self) -> None:
+        batch = make_batch([SampleSpec()])
+        with pytest.raises(ValueError, match="attention_mask must be 2D or 4D"):
+            self.run(batch, attention_mask=batch.attention_mask[:, None])
+
+    def test_ids_and_embeddings_together(self) -> None:
+        batch = make_batch([SampleSpec()])
+        with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
+            self.run(batch, inputs_embeds=torch.zeros(1, batch.input_ids.shape[1], 64))
+
+    def test_invalid_config_values(self) -> None:
+        # Configs validate like every transformers v5 config, through huggingface_hub's strict dataclasses.
+        with pytest.raises(StrictDataclassError, match="image_feature_path"):
+            tiny_config(image_feature_path="sam_decoder")
+        with pytest.raises(StrictDataclassError, match="segmentation_attention"):
+            tiny_config(segmentation_attention="sideways")
+        with pytest.raises(StrictDataclassError, match="downsample_ratio must be 1/k"):
+            tiny_config(downsample_ratio=0.3)

@@ -1,0 +1,97 @@
+"""Pixel-unshuffle and tile stitching on every grid shape, checked against transformers' own pixel shuffle."""
+
+import pytest
+import torch
+from helpers.batches import SampleSpec, make_batch, tiny_model
+from transformers.models.internvl.modeling_internvl import InternVLModel
+
+from transformers_self1e.modeling.segmentation_head import pixel_unshuffle, stitch_tiles
+
+GRIDS = [(1, 1), (2, 1), (1, 3), (2, 2), (3, 2)]
+
+
+@pytest.mark.parametrize("height, width", [(8, 8), (4, 8), (8, 4), (6, 10), (2, 2)])
+def test_pixel_unshuffle_inverts_internvl_pixel_shuffle(height: int, width: int) -> None:
+    features = torch.randn(3, height, width, 5)
+    shuffled = InternVLModel.pixel_shuffle(None, features, scale_factor=0.5)
+    assert shuffled.shape == (3, height // 2, width // 2, 20)
+    torch.testing.assert_close(pixel_unshuffle(shuffled, 2), features, rtol=0, atol=0)
+
+
+def test_pixel_unshuffle_places_each_feature_at_its_pixel() -> None:
+    # A grid whose feature is its own (row, col) must come back with every pixel holding its own coordinates.
+    rows, cols = torch.meshgrid(torch.arange(6), torch.arange(4), indexing="ij")
+    coordinates = torch.stack([rows, cols], dim=-1).float()[None]
+    restored = pixel_unshuffle(InternVLModel.pixel_shuffle(None, coordinates, scale_factor=0.5), 2)
+    torch.testing.assert_close(restored, coordinates, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("rows, cols", GRIDS)
+def test_stitch_tiles_lays_raster_order_tiles_out_as_the_image(rows: int, cols: int) -> None:
+    side, channels = 4, 3
+    image = torch.randn(2, rows * side, cols * side, channels)
+    tiles = []  # cut the image into tiles by hand, row by row, each tile flattened row-major
+    for row in range(rows):
+        for col in range(cols):
+            tile = image[:, row * side : (row + 1) * side, col * side : (col + 1) * side]
+            tiles.append(tile.reshape(2, side * side, channels))
+    torch.testing.assert_close(stitch_tiles(torch.stack(tiles, dim=1), rows, cols), image, rtol=0, atol=0)
+
+
+def test_stitch_tiles_rejects_a_wrong_tile_count() -> None:
+    with pytest.raises(ValueError, match="2x2"):
+        stitch_tiles(torch.zeros(1, 3, 16, 4), 2, 2)
+
+
+@pytest.mark.parametrize("rows, cols", GRIDS)
+def test_high_res_masks_put_each_tile_at_its_grid_position(rows: int, cols: int) -> None:
+    # With the high-res feature path every mask pixel depends on its own tile only, so each block of the canvas
+    # must equal the mask computed from that tile alone.
+    model = tiny_model(image_feature_path="high_res")
+    batch = make_batch([SampleSpec(grid=(rows, cols))])
+    with torch.no_grad():
+        outputs = model(**batch.model_inputs(), output_hidden_states=True)
+        mask = outputs.pred_masks[0][0]
+        features = model.get_image_features(batch.pixel_values).high_res_features
+        seg_position = int((batch.input_ids[0] == 93).nonzero()[0, 0]) - 1
+        seg = model.seg_head.embed_seg(outputs.hidden_states[-1][0, seg_position])
+        side = model.config.vit_grid_size
+        assert mask.shape == (rows * side, cols * side)
+        for tile_index in range(rows * cols):
+            row, col = divmod(tile_index, cols)
+            tile_embeddings = model.seg_head.output_mlp(features[tile_index]).view(side, side, -1)
+            expected = tile_embeddings @ seg * model.seg_head.scale
+            block = mask[row * side : (row + 1) * side, col * side : (col + 1) * side]
+            torch.testing.assert_close(block, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows, cols", GRIDS)
+def test_default_masks_follow_the_stitched_canvas(rows: int, cols: int) -> None:
+    # Recompute RFR + RFA (Eq. 4-6) for one image, stitching tiles by hand, and compare with the model.
+    model = tiny_model()
+    batch = make_batch([SampleSpec(grid=(rows, cols))])
+    head = model.seg_head
+    with torch.no_grad():
+        outputs = model(**batch.model_inputs(), output_hidden_states=True)
+        image = model.get_image_features(batch.pixel_values)
+        hidden = outputs.hidden_states[-1][0]
+        llm_tokens = hidden[batch.input_ids[0] == 90]
+        llm_side, vit_side = model.config.llm_grid_size, model.config.vit_grid_size
+
+        def by_hand(per_tile: torch.Tensor, side: int) -> torch.Tensor:
+            canvas = torch.zeros(rows * side, cols * side, per_tile.shape[-1])
+            for tile_index in range(rows * cols):
+                row, col = divmod(tile_index, cols)
+                block = per_tile[tile_index].reshape(side, side, -1)
+                canvas[row * side : (row + 1) * side, col * side : (col + 1) * side] = block
+            return canvas[None]
+
+        llm = by_hand(llm_tokens.view(rows * cols, -1, llm_tokens.shape[-1]), llm_side)
+        projected = by_hand(image.projected_features, llm_side)
+        high_res = by_hand(image.high_res_features, vit_side)
+        embeddings, _ = head.embed_image(llm, projected, high_res)
+        seg_position = int((batch.input_ids[0] == 93).nonzero()[0, 0]) - 1
+        seg = head.embed_seg(hidden[seg_position])
+        expected = (embeddings[0] @ seg) * head.scale
+    assert outputs.pred_masks[0].shape == (1, 2 * vit_side * rows, 2 * vit_side * cols)
+    torch.testing.assert_close(outputs.pred_masks[0][0], expected, rtol=1e-5, atol=1e-5)
