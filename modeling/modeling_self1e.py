@@ -1,5 +1,6 @@
 """SELF1E: InternVL3 that segments what a sentence describes with one `[SEG]` token and no mask decoder."""
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,9 @@ from .configuration_self1e import Self1EConfig
 from .image_layout import ImageLayout, plan_image_layout
 from .mask_losses import mask_losses
 from .segmentation_head import Self1ESegmentationHead, stitch_tiles
+
+# transformers 5.24 renamed the cache argument and output field from `past_key_values` to `cache`.
+CACHE_NAME = "cache" if "cache" in inspect.signature(InternVLModel.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -57,7 +61,9 @@ class Self1ESegmentationOutput(ModelOutput):
         image (threshold at 0; `height` is twice the ViT grid of all tiles with the default head). Samples without
         `[SEG]` get an empty `(0, height, width)` tensor (`(0, 0, 0)` without an image).
     past_key_values (`Cache`, *optional*):
-        Cached keys and values of the language model.
+        Cached keys and values of the language model (transformers < 5.24).
+    cache (`Cache`, *optional*):
+        The same, under the name transformers >= 5.24 uses.
     hidden_states (`tuple(torch.FloatTensor)`, *optional*):
         Hidden states of the language model, when `output_hidden_states=True`.
     attentions (`tuple(torch.FloatTensor)`, *optional*):
@@ -73,6 +79,7 @@ class Self1ESegmentationOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
     pred_masks: list[torch.FloatTensor] | None = None
     past_key_values: Cache | None = None
+    cache: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: torch.FloatTensor | None = None
@@ -84,7 +91,7 @@ class Self1EPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -107,6 +114,9 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    # The loss is a mean over each micro-batch (tokens for text, samples for masks, as the reference training does),
+    # so `Trainer` must average gradient-accumulation steps itself rather than pass `num_items_in_batch`.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: Self1EConfig):
         super().__init__(config)
@@ -156,6 +166,7 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
         past_key_values: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
+        cache: Cache | None = None,
         tile_grids: torch.LongTensor | list[tuple[int, int]] | None = None,
         gt_masks: list[torch.Tensor] | None = None,
         image_features: Self1EImageFeatures | None = None,
@@ -176,16 +187,20 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
         gt_masks (`list[torch.Tensor]`, *optional*):
             Per sample, `(num_seg_tokens, height, width)` ground-truth masks (any size) for the mask losses; samples
             without `[SEG]` take an empty tensor or `None`.
+        cache (`Cache`, *optional*):
+            The language model's cache under its transformers >= 5.24 name; same as `past_key_values`. Passing a cache
+            (as `generate()` does) decodes text causally and predicts no masks.
         image_features (`Self1EImageFeatures`, *optional*):
             Precomputed [`~Self1EForSegmentation.get_image_features`] of `pixel_values`, to run the vision tower once
             for several prompts on one image.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        cache = cache if cache is not None else past_key_values
         if pixel_values is not None and image_features is None:
             image_features = self.get_image_features(pixel_values)
         # generate() passes a cache: it decodes text like the causal chat model and predicts no masks.
-        segmenting = past_key_values is None and input_ids is not None
+        segmenting = cache is None and input_ids is not None
         padding_mask = attention_mask if _is_2d(attention_mask) else None
         if segmenting:
             attention_mask = self._language_model_attention_mask(input_ids, attention_mask, position_ids)
@@ -197,9 +212,9 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             mm_encoder_outputs=mm_encoder_outputs,
+            **{CACHE_NAME: cache},
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -238,10 +253,10 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
             mask_dice_loss=mask_dice_loss,
             logits=logits,
             pred_masks=pred_masks,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            image_hidden_states=outputs.image_hidden_states,
+            image_hidden_states=None if image_features is None else image_features.projected_features,
         )
 
     def _language_model_attention_mask(
@@ -263,18 +278,17 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
             if or_function is None:
                 return attention_mask
         text_config = self.config.text_config
-        mask_kwargs = {
-            "config": text_config,
-            "inputs_embeds": torch.empty(input_ids.shape + (0,), dtype=self.dtype, device=input_ids.device),
-            "attention_mask": attention_mask,
-            "past_key_values": None,
-            "position_ids": position_ids,
-            "or_mask_function": or_function,
-            "and_mask_function": and_function,
-        }
-        mask_mapping = {"full_attention": create_causal_mask(**mask_kwargs)}
+        # Positional (config, inputs_embeds, attention_mask, cache): the cache argument's name depends on the version.
+        mask_arguments = (
+            text_config,
+            torch.empty(input_ids.shape + (0,), dtype=self.dtype, device=input_ids.device),
+            attention_mask,
+            None,
+        )
+        mask_kwargs = {"position_ids": position_ids, "or_mask_function": or_function, "and_mask_function": and_function}
+        mask_mapping = {"full_attention": create_causal_mask(*mask_arguments, **mask_kwargs)}
         if "sliding_attention" in (getattr(text_config, "layer_types", None) or ()):
-            mask_mapping["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
+            mask_mapping["sliding_attention"] = create_sliding_window_causal_mask(*mask_arguments, **mask_kwargs)
         return mask_mapping
 
     def _predict_masks(
