@@ -12,7 +12,8 @@ class ImageLayout:
 
     Attributes:
         grids: `(rows, cols)` of every image, in batch order.
-        tile_offsets: index of every image's first tile in `pixel_values`.
+        tile_offsets: index of every image's first tile in `pixel_values`. A thumbnail tile, if any, follows the
+            `rows * cols` grid tiles of its image; it is read by the language model but never stitched into a mask.
         images_per_sample: indices of the images in each sample.
         seg_counts: number of `[SEG]` tokens in each sample.
         seg_state_positions: `(batch_idx, position)` of the hidden states that predict the `[SEG]` tokens, in
@@ -37,7 +38,7 @@ class ImageLayout:
         return dict(groups)
 
     def tile_indices(self, samples: list[int], device: torch.device) -> torch.LongTensor:
-        """Tiles of the (single) image of each sample, concatenated in sample order."""
+        """Grid tiles (no thumbnail) of the single image of each sample, concatenated in sample order."""
         indices = []
         for sample in samples:
             image = self.images_per_sample[sample][0]
@@ -65,6 +66,7 @@ def plan_image_layout(
     tokens_per_tile: int,
     num_tiles: int,
     tile_grids: torch.Tensor | list | None,
+    has_thumbnail: torch.Tensor | list | None = None,
 ) -> ImageLayout:
     """Assigns images to samples from the image-token counts and checks everything the mask head relies on."""
     if seg_token_id is None:
@@ -79,22 +81,24 @@ def plan_image_layout(
         grids = [(1, 1)] * num_tiles
     else:
         grids = _as_grid_list(tile_grids)
-    tiles_in_grids = sum(rows * cols for rows, cols in grids)
-    if tiles_in_grids != num_tiles:
-        raise ValueError(f"tile_grids describe {tiles_in_grids} tiles but pixel_values has {num_tiles}")
+    thumbnails = [False] * len(grids) if has_thumbnail is None else [bool(flag) for flag in has_thumbnail]
+    if len(thumbnails) != len(grids):
+        raise ValueError(f"has_thumbnail has {len(thumbnails)} entries for {len(grids)} images")
+    tiles_per_image = [rows * cols + thumbnail for (rows, cols), thumbnail in zip(grids, thumbnails)]
+    if sum(tiles_per_image) != num_tiles:
+        raise ValueError(f"tile_grids describe {sum(tiles_per_image)} tiles but pixel_values has {num_tiles}")
 
     tile_offsets, offset = [], 0
-    for rows, cols in grids:
+    for tiles in tiles_per_image:
         tile_offsets.append(offset)
-        offset += rows * cols
+        offset += tiles
 
     images_per_sample: list[list[int]] = []
     next_image = 0
     for sample, count in enumerate(image_tokens):
         images = []
         while count > 0 and next_image < len(grids):
-            rows, cols = grids[next_image]
-            count -= rows * cols * tokens_per_tile
+            count -= tiles_per_image[next_image] * tokens_per_tile
             images.append(next_image)
             next_image += 1
         if count != 0:

@@ -38,6 +38,11 @@ class Self1EImageFeatures(ModelOutput):
     projected_features: torch.FloatTensor | None = None
     high_res_features: torch.FloatTensor | None = None
 
+    def select_tiles(self, tile_indices: torch.LongTensor) -> "Self1EImageFeatures":
+        """The features of the given tiles, e.g. an image's tiles once for each prompt asked about it."""
+        tile_indices = torch.as_tensor(tile_indices, dtype=torch.long, device=self.projected_features.device)
+        return Self1EImageFeatures(self.projected_features[tile_indices], self.high_res_features[tile_indices])
+
 
 @dataclass
 class Self1ESegmentationOutput(ModelOutput):
@@ -168,9 +173,14 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         cache: Cache | None = None,
         tile_grids: torch.LongTensor | list[tuple[int, int]] | None = None,
+        has_thumbnail: torch.BoolTensor | list[bool] | None = None,
+        prompt_to_image: torch.LongTensor | list[int] | None = None,
+        sample_tile_indices: torch.LongTensor | list[int] | None = None,
         gt_masks: list[torch.Tensor] | None = None,
         image_features: Self1EImageFeatures | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        num_tiles: torch.LongTensor | None = None,
+        original_sizes: torch.LongTensor | None = None,
         **kwargs,
     ) -> Self1ESegmentationOutput:
         r"""
@@ -184,6 +194,14 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
         tile_grids (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
             `(rows, cols)` tile grid of each image, in the order the images appear in the batch. May be omitted when
             every image is a single tile.
+        has_thumbnail (`torch.BoolTensor` of shape `(num_images,)`, *optional*):
+            Whether each image's grid tiles are followed by a thumbnail tile (seen by the LLM, not part of the mask).
+        prompt_to_image (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            With `sample_tile_indices`: the image each sample asks about, when several samples share an image and
+            `pixel_values`, `tile_grids` and `has_thumbnail` hold each image once (as
+            `Self1EProcessor.prepare_segmentation_inputs` returns them). The vision tower then runs once per image.
+        sample_tile_indices (`torch.LongTensor`, *optional*):
+            The rows of `pixel_values` that make up each sample's tiles, concatenated in sample order.
         gt_masks (`list[torch.Tensor]`, *optional*):
             Per sample, `(num_seg_tokens, height, width)` ground-truth masks (any size) for the mask losses; samples
             without `[SEG]` take an empty tensor or `None`.
@@ -193,12 +211,19 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
         image_features (`Self1EImageFeatures`, *optional*):
             Precomputed [`~Self1EForSegmentation.get_image_features`] of `pixel_values`, to run the vision tower once
             for several prompts on one image.
+        num_tiles, original_sizes (`torch.LongTensor`, *optional*):
+            Returned by the processor for post-processing; the forward pass does not need them.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         cache = cache if cache is not None else past_key_values
         if pixel_values is not None and image_features is None:
             image_features = self.get_image_features(pixel_values)
+        if sample_tile_indices is not None:
+            if prompt_to_image is None or image_features is None:
+                raise ValueError("sample_tile_indices needs prompt_to_image and pixel_values (or image_features)")
+            image_features = image_features.select_tiles(sample_tile_indices)
+            tile_grids, has_thumbnail = _per_sample(prompt_to_image, tile_grids, has_thumbnail)
         # generate() passes a cache: it decodes text like the causal chat model and predicts no masks.
         segmenting = cache is None and input_ids is not None
         padding_mask = attention_mask if _is_2d(attention_mask) else None
@@ -230,6 +255,7 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
                 tokens_per_tile=self.config.image_tokens_per_tile,
                 num_tiles=0 if image_features is None else image_features.projected_features.shape[0],
                 tile_grids=tile_grids,
+                has_thumbnail=has_thumbnail,
             )
             pred_masks, low_res_masks = self._predict_masks(input_ids, hidden_states, image_features, layout)
 
@@ -381,6 +407,14 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
                     dice = dice + sample_dice
         batch_size = len(pred_masks)
         return bce / batch_size, dice / batch_size
+
+
+def _per_sample(prompt_to_image, tile_grids, has_thumbnail) -> tuple[list | None, list | None]:
+    """Per-image `tile_grids` / `has_thumbnail` repeated for the samples that ask about each image."""
+    images = torch.as_tensor(prompt_to_image).tolist()
+    grids = None if tile_grids is None else [tuple(torch.as_tensor(tile_grids)[image].tolist()) for image in images]
+    thumbnails = None if has_thumbnail is None else [bool(has_thumbnail[image]) for image in images]
+    return grids, thumbnails
 
 
 def _is_2d(attention_mask: torch.Tensor | dict | None) -> bool:

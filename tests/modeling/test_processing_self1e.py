@@ -712,7 +712,10 @@ def test_save_and_load_round_trip(tmp_path):
     assert saved["processor_class"] == "Self1EProcessor" and saved["image_seq_length"] == TOKENS_PER_TILE
     assert saved["image_processor"]["image_processor_type"] == "Self1EImageProcessor"
     assert saved["image_processor"]["max_tiles"] == 6 and saved["image_processor"]["use_thumbnail"] is True
-    assert "auto_map" not in saved  # only written when the classes are registered for auto classes
+    # Importing transformers_self1e registers the classes, so the folder also loads as remote code.
+    assert saved["auto_map"] == {"AutoProcessor": "processing_self1e.Self1EProcessor"}
+    assert saved["image_processor"]["auto_map"]["AutoImageProcessor"] == "image_processing_self1e.Self1EImageProcessor"
+    assert {"processing_self1e.py", "image_processing_self1e.py"} <= {path.name for path in tmp_path.iterdir()}
 
     loaded = Self1EProcessor.from_pretrained(tmp_path)
     assert isinstance(loaded.image_processor, Self1EImageProcessor)
