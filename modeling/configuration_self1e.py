@@ -42,8 +42,6 @@ class Self1EConfig(InternVLConfig):
         training does.
     gt_mask_short_side (`int`, *optional*, defaults to 128):
         Ground-truth masks whose short side is larger are bilinearly shrunk to this short side before the mask losses.
-    tile_size (`int`, *optional*):
-        Side of one image tile in pixels; defaults to the vision tower's `image_size`.
     """
 
     model_type = "self1e"
@@ -61,6 +59,19 @@ class Self1EConfig(InternVLConfig):
     use_low_res_aux_loss: bool = True
     gt_mask_short_side: int = 128
     tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # Saved folders offer the SELF1E image-segmentation pipeline as remote code.
+        if not getattr(self, "custom_pipelines", None):
+            self.custom_pipelines = {
+                "image-segmentation": {
+                    "impl": "pipeline_self1e.Self1EImageSegmentationPipeline",
+                    "pt": ["AutoModel"],
+                    "tf": [],
+                    "type": "multimodal",
+                }
+            }
 
     @property
     def tile_size(self) -> int:

@@ -18,6 +18,9 @@ from .attention_mask import prepared_mask_function, segmentation_mask_function
 from .configuration_self1e import Self1EConfig
 from .image_layout import ImageLayout, plan_image_layout
 from .mask_losses import mask_losses
+from .pipeline_self1e import Self1EImageSegmentationPipeline  # noqa: F401  (saved beside the model as remote code)
+from .predictor import SegmentationResult, Self1EPredictor
+from .processing_self1e import Self1EProcessor
 from .segmentation_head import Self1ESegmentationHead, stitch_tiles
 
 # transformers 5.24 renamed the cache argument and output field from `past_key_values` to `cache`.
@@ -143,6 +146,33 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings
+
+    def predictor(self, processor: Self1EProcessor | None = None, **kwargs) -> Self1EPredictor:
+        """A [`Self1EPredictor`] for this model. Without `processor`, the one saved beside the weights is loaded
+        (once) from the folder the model came from."""
+        if processor is None:
+            processor = getattr(self, "_processor", None)
+        if processor is None:
+            if not self.name_or_path:
+                raise ValueError("this model was not loaded from a folder: pass processor=Self1EProcessor(...)")
+            processor = Self1EProcessor.from_pretrained(self.name_or_path)
+        self._processor = processor
+        return Self1EPredictor(self, processor, **kwargs)
+
+    def segment(self, images, prompts=None, *, processor: Self1EProcessor | None = None, **kwargs):
+        """Masks at each image's own size for `prompts`, or a semantic map for `classes=`; see
+        [`Self1EPredictor.segment`]. The vision tower runs once per image, prompts are batched."""
+        return self.predictor(processor).segment(images, prompts, **kwargs)
+
+    def chat(self, image, question: str, *, processor: Self1EProcessor | None = None, **kwargs) -> str:
+        """A free-form answer about `image` (plain causal decoding); see [`Self1EPredictor.chat`]."""
+        return self.predictor(processor).chat(image, question, **kwargs)
+
+    def segment_answer(
+        self, image, question: str, answer: str, *, processor: Self1EProcessor | None = None, **kwargs
+    ) -> SegmentationResult:
+        """One mask per `[SEG]` of an answer, e.g. one returned by [`~Self1EForSegmentation.chat`]."""
+        return self.predictor(processor).segment_answer(image, question, answer, **kwargs)
 
     def get_image_features(self, pixel_values: torch.FloatTensor) -> Self1EImageFeatures:
         """Runs the vision tower once and returns both `F_V1` (for the LLM) and `F_V1^HQ` (for the mask)."""

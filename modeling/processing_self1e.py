@@ -396,7 +396,7 @@ class Self1EProcessor(ProcessorMixin):
         if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
             images = list(images)
         if isinstance(images, (list, tuple)):
-            if not isinstance(prompts, (list, tuple)) or _is_conversation(prompts) or len(prompts) != len(images):
+            if not isinstance(prompts, (list, tuple)) or is_conversation(prompts) or len(prompts) != len(images):
                 raise ValueError(
                     f"prompts: with a list of {len(images)} images, pass a list of {len(images)} entries (a prompt or "
                     f"a list of prompts per image), got {type(prompts).__name__}"
@@ -410,7 +410,7 @@ class Self1EProcessor(ProcessorMixin):
         # Per image: (prompt, argument name for error messages); a prompt is a target string or a conversation.
         prompts_per_image = []
         for entry, name in entries:
-            if isinstance(entry, str) or _is_conversation(entry):
+            if isinstance(entry, str) or is_conversation(entry):
                 prompts_per_image.append([(entry, name)])
             elif isinstance(entry, (list, tuple)):
                 if not entry:
@@ -423,7 +423,7 @@ class Self1EProcessor(ProcessorMixin):
         # Fail on bad prompts before the (slower) image processing.
         for prompts_of_image in prompts_per_image:
             for prompt, name in prompts_of_image:
-                if _is_conversation(prompt):
+                if is_conversation(prompt):
                     _check_conversation(prompt, name)
                 else:
                     build_question(prompt, prompt_type, question_template, name=name)
@@ -438,7 +438,7 @@ class Self1EProcessor(ProcessorMixin):
         tile_offsets = np.concatenate([[0], np.cumsum(num_tiles)]).tolist()
         for image_index, prompts_of_image in enumerate(prompts_per_image):
             for prompt, name in prompts_of_image:
-                if _is_conversation(prompt):
+                if is_conversation(prompt):
                     conversation = prompt
                 else:
                     conversation = build_segmentation_conversation(
@@ -496,7 +496,7 @@ class Self1EProcessor(ProcessorMixin):
         return self.image_processor.post_process_masks(pred_masks, original_sizes, threshold=threshold)
 
 
-def _is_conversation(prompt) -> bool:
+def is_conversation(prompt) -> bool:
     return (
         isinstance(prompt, (list, tuple))
         and len(prompt) > 0

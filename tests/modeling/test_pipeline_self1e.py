@@ -1,0 +1,103 @@
+"""The image-segmentation pipeline, in the package and as remote code in a process without the package."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from helpers.pairs import random_image, tiny_model_and_processor
+from transformers import pipeline
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    model, processor = tiny_model_and_processor(image_kwargs={"max_tiles": 4})
+    folder = tmp_path_factory.mktemp("self1e")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder, model, processor
+
+
+def as_mask(entry: dict) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(entry["mask"]) > 0)
+
+
+def test_saved_config_declares_the_pipeline(saved):
+    folder, _, _ = saved
+    config = json.loads((folder / "config.json").read_text())
+    assert config["custom_pipelines"]["image-segmentation"]["impl"] == "pipeline_self1e.Self1EImageSegmentationPipeline"
+    assert (folder / "pipeline_self1e.py").is_file()
+
+
+def test_pipeline_output_equals_segment(saved):
+    folder, model, processor = saved
+    segmenter = pipeline("image-segmentation", model=str(folder), trust_remote_code=True)
+    image = random_image(90, 170, seed=4)
+    outputs = segmenter(image, prompts=["a dog", "the cat"], threshold=0.4)
+    expected = model.segment(image, ["a dog", "the cat"], processor=processor, threshold=0.4)
+    assert [entry["label"] for entry in outputs] == ["a dog", "the cat"]
+    for entry, mask, score in zip(outputs, expected.masks, expected.scores):
+        assert entry["mask"].mode == "L" and entry["mask"].size == (170, 90)
+        assert torch.equal(as_mask(entry), mask)
+        assert entry["score"] == pytest.approx(float(score), abs=1e-6)
+    single = segmenter(image, prompt="a dog", threshold=0.4)
+    assert len(single) == 1 and torch.equal(as_mask(single[0]), expected.masks[0])
+
+
+def test_pipeline_semantic_classes(saved):
+    folder, model, processor = saved
+    segmenter = pipeline("image-segmentation", model=str(folder), trust_remote_code=True)
+    image = random_image(60, 60, seed=5)
+    outputs = segmenter(image, classes=["sky", "road"])
+    expected = model.segment(image, classes=["sky", "road"], processor=processor)
+    for entry, mask in zip(outputs, expected.masks):
+        assert torch.equal(as_mask(entry), mask)
+
+
+def test_pipeline_needs_a_prompt(saved):
+    folder, _, _ = saved
+    segmenter = pipeline("image-segmentation", model=str(folder), trust_remote_code=True)
+    with pytest.raises(ValueError, match="prompt=, prompts= or classes="):
+        segmenter(random_image(20, 20))
+
+
+def test_remote_code_without_the_package_gives_the_same_masks(saved, tmp_path):
+    folder, model, processor = saved
+    image = random_image(80, 150, seed=6)
+    image.save(tmp_path / "image.png")
+    expected = model.segment(image, ["a dog", "the cat"], processor=processor)
+    torch.save(expected.masks, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys
+
+        class BlockPackage:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "transformers_self1e":
+                    raise ImportError("transformers_self1e is blocked in this test")
+
+        sys.meta_path.insert(0, BlockPackage())
+        import numpy as np
+        import PIL.Image
+        import torch
+        from transformers import AutoModel, AutoProcessor, pipeline
+
+        folder = {str(folder)!r}
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
+        image = PIL.Image.open({str(tmp_path / "image.png")!r})
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True)
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+        assert "transformers_modules" in type(processor).__module__
+        result = model.segment(image, ["a dog", "the cat"], processor=processor)
+        assert torch.equal(result.masks, expected)
+        segmenter = pipeline("image-segmentation", model=folder, trust_remote_code=True)
+        masks = [np.asarray(entry["mask"]) > 0 for entry in segmenter(image, prompts=["a dog", "the cat"])]
+        assert torch.equal(torch.from_numpy(np.stack(masks)), expected)
+        """
+    )
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
