@@ -86,3 +86,18 @@ def test_attention_variants_change_what_image_tokens_see() -> None:
             without_seg_inputs = {**batch.model_inputs(), "input_ids": changed}
             without = model(**without_seg_inputs, output_hidden_states=True).hidden_states[-1][0, image_tokens]
         assert torch.allclose(with_seg, without, atol=1e-6) == expect_equal, variant
+
+
+@pytest.mark.slow
+def test_flex_attention_gives_the_sdpa_outputs() -> None:
+    # Flex attention compiles the mask functions into a block mask (about 20 s on this CPU).
+    model = tiny_model()
+    batch = make_batch([SampleSpec(grid=(2, 1), n_seg=2), SampleSpec(grid=None, n_seg=0), SampleSpec()])
+    with torch.no_grad():
+        reference = model(**batch.model_inputs())
+        model.set_attn_implementation("flex_attention")
+        outputs = model(**batch.model_inputs())
+    real = batch.attention_mask.bool()
+    torch.testing.assert_close(outputs.logits[real], reference.logits[real], rtol=1e-4, atol=1e-4)
+    for flex_masks, sdpa_masks in zip(outputs.pred_masks, reference.pred_masks):
+        torch.testing.assert_close(flex_masks, sdpa_masks, rtol=1e-4, atol=1e-4)
