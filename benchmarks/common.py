@@ -1,0 +1,165 @@
+"""Shared pieces of the benchmarks: model sizes, a peak-memory probe, interleaved timing and table printing."""
+
+import argparse
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+
+from transformers_self1e import Self1EConfig, Self1EForSegmentation
+
+
+def mid_config(**overrides) -> Self1EConfig:
+    """A random model of a few hundred million parameters with InternVL3's real geometry: 448-px tiles of 14-px
+    patches (1024 ViT patches, 256 LLM tokens per tile), a Qwen2.5-0.5B-sized language model cut to 8 layers and
+    InternVL3's vocabulary (plus [SEG])."""
+    settings = {
+        "vision_config": {
+            "hidden_size": 512,
+            "intermediate_size": 2048,
+            "num_hidden_layers": 8,
+            "num_attention_heads": 8,
+            "image_size": 448,
+            "patch_size": 14,
+            "attention_bias": True,
+        },
+        "text_config": {
+            "model_type": "qwen2",
+            "vocab_size": 151675,
+            "hidden_size": 896,
+            "intermediate_size": 4864,
+            "num_hidden_layers": 8,
+            "num_attention_heads": 14,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 8192,
+            "rope_theta": 1e6,
+        },
+        "image_token_id": 151667,
+        "seg_token_id": 151674,
+        "image_seq_length": 256,
+    }
+    settings.update(overrides)
+    return Self1EConfig(**settings)
+
+
+def tiny_config(**overrides) -> Self1EConfig:
+    """For checking that a benchmark runs (`--config tiny`), not for numbers."""
+    from transformers_self1e.presets import tiny_config as preset
+
+    return preset(**overrides)
+
+
+CONFIGS = {"mid": mid_config, "tiny": tiny_config}
+
+
+def build_model(config_name: str, device: str, dtype: torch.dtype, **overrides) -> Self1EForSegmentation:
+    torch.manual_seed(0)
+    model = Self1EForSegmentation(CONFIGS[config_name](**overrides)).eval()
+    return model.to(device=device, dtype=dtype)
+
+
+def parse_common_arguments(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: float32 on CPU, bfloat16 on CUDA")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="mid")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions per measurement")
+    return parser
+
+
+def resolve_dtype(args: argparse.Namespace) -> torch.dtype:
+    if args.dtype:
+        return getattr(torch, args.dtype)
+    return torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+
+
+class PeakMemory:
+    """Peak memory a call adds on top of what was in use before it: CUDA allocator statistics on GPU, the resident
+    set size sampled every millisecond on CPU."""
+
+    def __init__(self, device: str):
+        self.device = torch.device(device)
+
+    def measure(self, function: Callable[[], object]) -> int:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            function()
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) - before
+        before = _resident_bytes()
+        peak = before
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, _resident_bytes())
+                time.sleep(0.001)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            function()
+        finally:
+            done.set()
+            sampler.join()
+        return max(peak, _resident_bytes()) - before
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+def interleaved(candidates: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, dict[str, float]]:
+    """Median seconds and median peak memory of every candidate, measured round-robin after one warm-up each, so
+    that drifts of the machine hit all candidates alike."""
+    probe = PeakMemory(device)
+    times = {name: [] for name in candidates}
+    memory = {name: [] for name in candidates}
+    for function in candidates.values():
+        function()
+    for _ in range(repeats):
+        for name, function in candidates.items():
+            memory[name].append(probe.measure(function))
+            _synchronize(device)
+            start = time.perf_counter()
+            function()
+            _synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: {"seconds": statistics.median(times[name]), "peak_bytes": statistics.median(memory[name])}
+        for name in candidates
+    }
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def header(args: argparse.Namespace, model: Self1EForSegmentation, title: str) -> str:
+    parameters = sum(parameter.numel() for parameter in model.parameters())
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    return (
+        f"## {title}\n\n"
+        f"machine: {platform.machine()} {device}, {torch.get_num_threads()} threads; torch {torch.__version__}; "
+        f"config `{args.config}` ({parameters / 1e6:.0f}M parameters, {model.config.tile_size}-px tiles, "
+        f"{model.config.image_tokens_per_tile} image tokens per tile); dtype {model.dtype}; "
+        f"median of {args.repeats} interleaved repetitions\n"
+    )
+
+
+def table(columns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def megabytes(value: float) -> str:
+    return f"{value / 2**20:.0f} MiB"

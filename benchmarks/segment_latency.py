@@ -1,0 +1,108 @@
+"""segment() for one image and one prompt (and for 4 images) against the floor, a plain InternVLModel forward over
+the same tokens, and against a straightforward implementation users would write: a Python loop over samples, float
+additive attention masks materialised per head, eager attention.
+
+    python benchmarks/segment_latency.py [--device cuda] [--config tiny]
+"""
+
+import copy
+
+import numpy as np
+import PIL.Image
+import torch
+from common import build_model, header, interleaved, megabytes, parse_common_arguments, resolve_dtype, table
+from processor import benchmark_processor, token_overrides
+
+
+def straightforward_segment(model, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+    """One sample at a time; the segmentation mask as a float (1, heads, L, L) tensor; eager attention."""
+    config = model.config
+    heads = config.text_config.num_attention_heads
+    side = config.llm_grid_size
+    masks = []
+    for row in range(input_ids.shape[0]):
+        ids = input_ids[row : row + 1]
+        length = ids.shape[1]
+        is_image = ids[0] == config.image_token_id
+        is_seg = ids[0] == config.seg_token_id
+        allowed = torch.ones(length, length).tril().bool()
+        allowed |= is_image[:, None] & (is_image | is_seg)[None, :]
+        additive = torch.zeros(1, heads, length, length, dtype=model.dtype, device=ids.device)
+        additive.masked_fill_(~allowed.to(ids.device), torch.finfo(model.dtype).min)
+
+        vision = model.model.vision_tower(pixel_values=pixel_values[row : row + 1]).last_hidden_state[:, 1:]
+        grid = vision.reshape(1, 2 * side, 2 * side, -1)
+        shuffled = model.model.pixel_shuffle(grid, 0.5).reshape(1, side * side, -1)
+        projected = model.model.multi_modal_projector(shuffled)
+        high_res = model.model.multi_modal_projector(torch.cat([vision] * 4, dim=-1))
+        embeddings = model.get_input_embeddings()(ids).clone()
+        embeddings[0, is_image] = projected[0]
+        hidden = model.model.language_model(inputs_embeds=embeddings, attention_mask=additive).last_hidden_state
+        model.lm_head(hidden)  # the full vocabulary logits a plain forward computes
+
+        head = model.seg_head
+        llm = hidden[0, is_image].reshape(1, side, side, -1)
+        image_embeddings, _ = head.embed_image(
+            llm, projected.reshape(1, side, side, -1), high_res.reshape(1, 2 * side, 2 * side, -1)
+        )
+        seg_position = int(is_seg.nonzero()[0]) - 1
+        seg = head.embed_seg(hidden[0, seg_position])
+        masks.append(torch.einsum("hwd,d->hw", image_embeddings[0], seg) * head.scale)
+    return masks
+
+
+def main() -> None:
+    args = parse_common_arguments(__doc__).parse_args()
+    dtype = resolve_dtype(args)
+    probe = build_model(args.config, "cpu", torch.float32)
+    processor = benchmark_processor(probe.config.tile_size, probe.config.image_tokens_per_tile)
+    model = build_model(args.config, args.device, dtype, **token_overrides(processor, args.config))
+    del probe
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    print(header(args, model, "segment(): one mask for the price of one forward pass"))
+
+    rows = []
+    for batch_size in (1, 4):
+        rng = np.random.default_rng(batch_size)
+        size = model.config.tile_size
+        images = [PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(batch_size)]
+        prompts = ["the red circle on the left"] * batch_size
+        inputs = processor.prepare_segmentation_inputs(images, prompts)
+        input_ids = inputs["input_ids"].to(args.device)
+        attention_mask = inputs["attention_mask"].to(args.device)
+        pixel_values = inputs["pixel_values"].to(args.device, dtype)
+
+        def floor():
+            with torch.inference_mode():
+                model.model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values)
+
+        def ours():
+            model.segment(images, prompts, processor=processor)
+
+        def straightforward():
+            with torch.inference_mode():
+                straightforward_segment(eager, input_ids, pixel_values)
+
+        results = interleaved(
+            {"InternVLModel forward (floor)": floor, "segment()": ours, "straightforward": straightforward},
+            args.repeats,
+            args.device,
+        )
+        floor_result = results["InternVLModel forward (floor)"]
+        for name, result in results.items():
+            rows.append(
+                [
+                    str(batch_size),
+                    name,
+                    f"{result['seconds'] * 1000:.0f} ms",
+                    f"{result['seconds'] / floor_result['seconds']:.2f}x",
+                    megabytes(result["peak_bytes"]),
+                    f"{result['peak_bytes'] / max(floor_result['peak_bytes'], 1):.2f}x",
+                ]
+            )
+    print(table(["batch", "implementation", "time", "vs floor", "peak memory", "vs floor"], rows))
+
+
+if __name__ == "__main__":
+    main()

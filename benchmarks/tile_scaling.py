@@ -1,0 +1,55 @@
+"""segment() on images tiled into 1, 4, 6 and 12 tiles (448-px tiles, 256 image tokens each with the mid model).
+
+    python benchmarks/tile_scaling.py [--device cuda] [--config tiny] [--tiles 1 4 6 12]
+"""
+
+import numpy as np
+import PIL.Image
+import torch
+from common import build_model, header, interleaved, megabytes, parse_common_arguments, resolve_dtype, table
+from processor import benchmark_processor, token_overrides
+
+# Image shapes (rows, cols) whose closest InternVL grid has exactly that many tiles.
+GRIDS = {1: (1, 1), 2: (1, 2), 4: (2, 2), 6: (2, 3), 8: (2, 4), 12: (3, 4)}
+
+
+def main() -> None:
+    parser = parse_common_arguments(__doc__)
+    parser.add_argument("--tiles", type=int, nargs="+", default=[1, 4, 6, 12])
+    args = parser.parse_args()
+    dtype = resolve_dtype(args)
+    probe = build_model(args.config, "cpu", torch.float32)
+    processor = benchmark_processor(probe.config.tile_size, probe.config.image_tokens_per_tile, max_tiles=12)
+    del probe
+    model = build_model(args.config, args.device, dtype, **token_overrides(processor, args.config))
+    print(header(args, model, "Scaling with tiles"))
+    size = model.config.tile_size
+    candidates, shapes = {}, {}
+    for tiles in args.tiles:
+        rows, cols = GRIDS[tiles]
+        pixels = np.random.default_rng(tiles).integers(0, 256, (rows * size, cols * size, 3), dtype=np.uint8)
+        image = PIL.Image.fromarray(pixels)
+        shapes[tiles] = (rows, cols)
+        candidates[tiles] = (
+            lambda image=image, tiles=tiles: model.segment(
+                image, "the red circle", processor=processor, min_tiles=tiles, max_tiles=tiles
+            )
+        )
+    results = interleaved(candidates, args.repeats, args.device)
+    base = results[args.tiles[0]]["seconds"]
+    rows = [
+        [
+            str(tiles),
+            f"{shapes[tiles][0]}x{shapes[tiles][1]}",
+            str(tiles * model.config.image_tokens_per_tile),
+            f"{result['seconds'] * 1000:.0f} ms",
+            f"{result['seconds'] / base:.2f}x",
+            megabytes(result["peak_bytes"]),
+        ]
+        for tiles, result in results.items()
+    ]
+    print(table(["tiles", "grid", "image tokens", "time", "vs 1 tile", "peak memory"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""One training step (forward + backward + AdamW, LoRA on the language model) with the segmentation loss, against
+the same batch as a text-only step ([SEG] replaced by an ordinary token: no mask head, causal attention).
+
+    python benchmarks/training_step.py [--device cuda] [--config tiny] [--batch-sizes 1 4]
+"""
+
+import numpy as np
+import PIL.Image
+import torch
+from common import build_model, header, interleaved, megabytes, parse_common_arguments, resolve_dtype, table
+from processor import benchmark_processor, token_overrides
+
+from transformers_self1e.training import apply_lora, self1e_lora_config
+
+
+def main() -> None:
+    parser = parse_common_arguments(__doc__)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--lora-rank", type=int, default=64)
+    args = parser.parse_args()
+    dtype = resolve_dtype(args)
+    probe = build_model(args.config, "cpu", torch.float32)
+    processor = benchmark_processor(probe.config.tile_size, probe.config.image_tokens_per_tile)
+    del probe
+    base = build_model(args.config, args.device, dtype, **token_overrides(processor, args.config)).train()
+    model = apply_lora(base, self1e_lora_config(rank=args.lora_rank, alpha=2 * args.lora_rank, dropout=0.0))
+    optimizer = torch.optim.AdamW([parameter for parameter in model.parameters() if parameter.requires_grad], lr=1e-5)
+    print(header(args, base, "Training step, LoRA on the language model"))
+    size = base.config.tile_size
+    seg_id = base.config.seg_token_id
+
+    rows = []
+    for batch_size in args.batch_sizes:
+        rng = np.random.default_rng(batch_size)
+        images = [PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(batch_size)]
+        inputs = processor.prepare_segmentation_inputs(images, ["the red circle"] * batch_size)
+        input_ids = inputs["input_ids"].to(args.device)
+        attention_mask = inputs["attention_mask"].to(args.device)
+        pixel_values = inputs["pixel_values"].to(args.device, dtype)
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        gt_masks = [torch.from_numpy(rng.random((1, size, size)) > 0.5).float().to(args.device) for _ in images]
+        text_only_ids = input_ids.masked_fill(input_ids == seg_id, 0)
+
+        def step(ids, masks):
+            def run():
+                outputs = model(
+                    input_ids=ids, attention_mask=attention_mask, pixel_values=pixel_values, labels=labels, gt_masks=masks
+                )
+                outputs.loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            return run
+
+        results = interleaved(
+            {"text only": step(text_only_ids, None), "with segmentation loss": step(input_ids, gt_masks)},
+            args.repeats,
+            args.device,
+        )
+        text_only = results["text only"]
+        for name, result in results.items():
+            rows.append(
+                [
+                    str(batch_size),
+                    name,
+                    f"{batch_size / result['seconds']:.2f}",
+                    f"{result['seconds'] / text_only['seconds']:.2f}x",
+                    megabytes(result["peak_bytes"]),
+                    f"{result['peak_bytes'] / max(text_only['peak_bytes'], 1):.2f}x",
+                ]
+            )
+    print(table(["batch", "step", "samples/s", "time vs text only", "peak memory", "vs text only"], rows))
+
+
+if __name__ == "__main__":
+    main()
