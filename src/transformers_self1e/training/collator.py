@@ -1,0 +1,255 @@
+"""Batches for fine-tuning SELF1E: chat-template tokens, assistant-only labels, image tiles, masks, attention mask."""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from ..data.masks import to_binary_mask
+from ..modeling.attention_mask import build_segmentation_attention_mask
+from ..modeling.configuration_self1e import SEGMENTATION_ATTENTIONS
+from ..modeling.processing_self1e import Self1EProcessor, build_segmentation_conversation
+
+IGNORE_INDEX = -100
+IMAGE_INPUT_KEYS = ("pixel_values", "tile_grids", "has_thumbnail", "original_sizes")
+
+
+@dataclass
+class EncodedSample:
+    """One sample before padding.
+
+    Attributes:
+        input_ids, labels: `(length,)`; labels are `IGNORE_INDEX` outside the assistant turns.
+        image_inputs: the image processor's `pixel_values` `(tiles, 3, S, S)`, `tile_grids` `(1, 2)`, `has_thumbnail`
+            `(1,)` and `original_sizes` `(1, 2)`; `None` for a text-only sample.
+        gt_masks: `(num_seg_tokens, height, width)` float 0/1 masks, in `[SEG]` order.
+    """
+
+    input_ids: torch.LongTensor
+    labels: torch.LongTensor
+    image_inputs: dict[str, torch.Tensor] | None
+    gt_masks: torch.FloatTensor
+
+
+def collate_token_layout(
+    input_ids: Sequence[torch.LongTensor],
+    labels: Sequence[torch.LongTensor],
+    pad_token_id: int,
+    image_token_id: int,
+    seg_token_id: int,
+    segmentation_attention: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """
+    Right-pads unpadded `(length,)` sequences into `input_ids` and `labels` (padded with `IGNORE_INDEX`), and gives
+    `attention_mask`: the `(batch, length)` padding mask, or with a `segmentation_attention` variant the
+    `(batch, 1, length, length)` boolean segmentation attention mask the model would build from it (samples without
+    `[SEG]` stay causal, padding keys are never attended).
+    """
+    padded_ids = pad_sequence(list(input_ids), batch_first=True, padding_value=pad_token_id)
+    padded_labels = pad_sequence(list(labels), batch_first=True, padding_value=IGNORE_INDEX)
+    padding_mask = pad_sequence([torch.ones_like(ids) for ids in input_ids], batch_first=True, padding_value=0)
+    attention_mask = padding_mask
+    if segmentation_attention is not None:
+        attention_mask = build_segmentation_attention_mask(
+            padded_ids, padding_mask, image_token_id, seg_token_id, segmentation_attention
+        )
+    return {"input_ids": padded_ids, "attention_mask": attention_mask, "labels": padded_labels}
+
+
+class Self1EDataCollator:
+    r"""
+    Turns samples into a batch for [`Self1EForSegmentation`]: the chat template of the processor, labels on the
+    assistant turns only (`return_assistant_tokens_mask`), right padding, the tiles of every image, and the
+    ground-truth masks. Segmentation, VQA and text-only samples mix freely in a batch.
+
+    A sample is a mapping with
+    - `image`: a PIL image, array, tensor or path (processed by the processor's image processor), or `None`/absent for
+      a text-only sample;
+    - the text, one of: `conversation` (chat messages; the image as one `{"type": "image"}` item, `[SEG]` in the
+      assistant turns where masks are expected), `expression` (a target, rendered with the validation prompt;
+      optional `prompt_type` `"short"`/`"instruction"` and `answer` template), `prompt` with `answer` (one user
+      question and its reply), or pre-tokenized `input_ids` (with optional `labels`, default a copy of `input_ids`,
+      and `attention_mask`, whose zeros are dropped), which are used as they are;
+    - `masks` (or a single `mask`): one `(height, width)` binary mask per `[SEG]` token (RLE dict, PIL image, array or
+      tensor; or an `(n, height, width)` array); empty or absent without `[SEG]`. A gRefCOCO no-target expression
+      still has its `[SEG]`, with an all-zero mask.
+
+    The batch holds `input_ids`, `labels`, `attention_mask`, `gt_masks` (per sample, `(n_seg, height, width)` float)
+    and, when some sample has an image, `pixel_values`, `tile_grids` and `has_thumbnail` in sample order. With
+    `segmentation_attention=None` the attention mask is the 2D padding mask and the model builds its segmentation
+    mask; with a variant (`from_model_config` takes the model's) it is the 4D boolean mask itself, whose diagonal is
+    the padding mask.
+
+    Use it with `Trainer(..., data_collator=collator)` and `TrainingArguments(remove_unused_columns=False)`, so that the
+    dataset's columns reach the collator.
+
+    Args:
+        processor ([`Self1EProcessor`]): tokenizer, chat template and image processor.
+        segmentation_attention (`str`, *optional*): the attention variant of the model (`config.segmentation_attention`)
+            for a prepared 4D mask; `None` for the 2D padding mask.
+        max_length (`int`, *optional*): sequences are cut to this many tokens; masks of `[SEG]` tokens cut away are
+            dropped, and cutting into an image's tokens is an error.
+        image_kwargs (`dict`, *optional*): image processor overrides, e.g. `{"max_tiles": 4}`.
+    """
+
+    def __init__(
+        self,
+        processor: Self1EProcessor,
+        segmentation_attention: str | None = None,
+        max_length: int | None = None,
+        image_kwargs: dict | None = None,
+    ):
+        if segmentation_attention is not None and segmentation_attention not in SEGMENTATION_ATTENTIONS:
+            raise ValueError(
+                f"segmentation_attention must be None or one of {SEGMENTATION_ATTENTIONS}, got {segmentation_attention!r}"
+            )
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be positive, got {max_length}")
+        if processor.tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token, which right padding needs")
+        self.processor = processor
+        self.segmentation_attention = segmentation_attention
+        self.max_length = max_length
+        self.image_kwargs = dict(image_kwargs or {})
+
+    @classmethod
+    def from_model_config(cls, processor: Self1EProcessor, config, **kwargs) -> "Self1EDataCollator":
+        """A collator preparing the 4D attention mask of `config.segmentation_attention`, after checking that the
+        processor's tokens and tiles agree with the `Self1EConfig`."""
+        processor.check_model_config(config)
+        return cls(processor, segmentation_attention=config.segmentation_attention, **kwargs)
+
+    def __call__(self, samples: Sequence[Mapping]) -> dict:
+        if not samples:
+            raise ValueError("cannot collate an empty list of samples")
+        encoded = [self.encode(sample, name=f"samples[{index}]") for index, sample in enumerate(samples)]
+        batch = collate_token_layout(
+            [sample.input_ids for sample in encoded],
+            [sample.labels for sample in encoded],
+            pad_token_id=self.processor.tokenizer.pad_token_id,
+            image_token_id=self.processor.image_token_id,
+            seg_token_id=self.processor.seg_token_id,
+            segmentation_attention=self.segmentation_attention,
+        )
+        images = [sample.image_inputs for sample in encoded if sample.image_inputs is not None]
+        if images:
+            for key in ("pixel_values", "tile_grids", "has_thumbnail"):
+                batch[key] = torch.cat([image[key] for image in images])
+        batch["gt_masks"] = [sample.gt_masks for sample in encoded]
+        return batch
+
+    def encode(self, sample: Mapping, name: str = "sample") -> EncodedSample:
+        """One sample's tokens, labels, image tiles and masks (see the class docstring for what a sample holds)."""
+        image = sample.get("image")
+        if sample.get("input_ids") is not None:
+            input_ids, labels, image_inputs = self._pretokenized(sample, image, name)
+        else:
+            input_ids, labels, image_inputs = self._tokenize(self._conversation(sample, name), image, name)
+
+        masks = _mask_list(sample)
+        seg_token_id = self.processor.seg_token_id
+        num_seg = int((input_ids == seg_token_id).sum())
+        if len(masks) != num_seg:
+            raise ValueError(f"{name} has {num_seg} [SEG] tokens but {len(masks)} masks")
+        if self.max_length is not None and input_ids.numel() > self.max_length:
+            image_tokens = int((input_ids == self.processor.image_token_id).sum())
+            input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
+            if int((input_ids == self.processor.image_token_id).sum()) != image_tokens:
+                raise ValueError(f"{name}: max_length={self.max_length} cuts into the image tokens; raise max_length")
+            masks = masks[: int((input_ids == seg_token_id).sum())]
+
+        if masks:
+            gt_masks = [to_binary_mask(mask) for mask in masks]
+            if len({tuple(mask.shape) for mask in gt_masks}) != 1:
+                raise ValueError(f"{name}: masks differ in size: {[tuple(mask.shape) for mask in gt_masks]}")
+            gt_masks = torch.stack(gt_masks)
+        else:
+            size = (0, 0) if image_inputs is None else tuple(image_inputs["original_sizes"][0].tolist())
+            gt_masks = torch.zeros((0, *size))
+        return EncodedSample(input_ids, labels, image_inputs, gt_masks)
+
+    def _conversation(self, sample: Mapping, name: str) -> list[dict]:
+        if sample.get("conversation") is not None:
+            return sample["conversation"]
+        if sample.get("expression") is not None:
+            return build_segmentation_conversation(
+                sample["expression"],
+                prompt_type=sample.get("prompt_type") or "short",
+                answer_template=sample.get("answer"),
+                name=f"{name}['expression']",
+            )
+        if sample.get("prompt") is not None:
+            if sample.get("answer") is None:
+                raise ValueError(f"{name} has a prompt but no answer to train on")
+            image_item = [{"type": "image"}] if sample.get("image") is not None else []
+            return [
+                {"role": "user", "content": [*image_item, {"type": "text", "text": sample["prompt"]}]},
+                {"role": "assistant", "content": [{"type": "text", "text": sample["answer"]}]},
+            ]
+        raise ValueError(f"{name} needs a conversation, an expression, a prompt with an answer, or input_ids")
+
+    def _tokenize(self, conversation: list[dict], image, name: str) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+        image_items = sum(
+            item["type"] == "image"
+            for message in conversation
+            if not isinstance(message["content"], str)
+            for item in message["content"]
+        )
+        if image_items != (image is not None):
+            raise ValueError(
+                f"{name}: its conversation has {image_items} image items but the sample has "
+                f"{'an image' if image is not None else 'no image'}; give one image item per image, the image itself "
+                "as the sample's `image`"
+            )
+        processor_kwargs = dict(self.image_kwargs)
+        if image is not None:
+            processor_kwargs["images"] = [image]
+        inputs = self.processor.apply_chat_template(
+            conversation,
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+            return_tensors="pt",
+            processor_kwargs=processor_kwargs,
+        )
+        input_ids = inputs["input_ids"][0]
+        labels = torch.where(inputs["assistant_masks"][0].bool(), input_ids, IGNORE_INDEX)
+        image_inputs = {key: inputs[key] for key in IMAGE_INPUT_KEYS} if image is not None else None
+        return input_ids, labels, image_inputs
+
+    def _pretokenized(self, sample: Mapping, image, name: str) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+        input_ids = torch.as_tensor(sample["input_ids"], dtype=torch.long)
+        labels = sample.get("labels")
+        labels = input_ids.clone() if labels is None else torch.as_tensor(labels, dtype=torch.long)
+        if input_ids.ndim != 1 or labels.shape != input_ids.shape:
+            raise ValueError(
+                f"{name}: input_ids and labels must be one (length,) sequence each, got {tuple(input_ids.shape)} and "
+                f"{tuple(labels.shape)}"
+            )
+        if sample.get("attention_mask") is not None:
+            is_token = torch.as_tensor(sample["attention_mask"]).bool()
+            input_ids, labels = input_ids[is_token], labels[is_token]
+
+        image_inputs = None
+        expected_image_tokens = 0
+        if image is not None:
+            image_inputs = self.processor.image_processor([image], return_tensors="pt", **self.image_kwargs)
+            image_inputs = {key: image_inputs[key] for key in IMAGE_INPUT_KEYS}
+            expected_image_tokens = image_inputs["pixel_values"].shape[0] * self.processor.image_seq_length
+        image_tokens = int((input_ids == self.processor.image_token_id).sum())
+        if image_tokens != expected_image_tokens:
+            raise ValueError(
+                f"{name}: input_ids hold {image_tokens} image tokens but its image takes {expected_image_tokens}"
+            )
+        return input_ids, labels, image_inputs
+
+
+def _mask_list(sample: Mapping) -> list:
+    masks = sample.get("masks")
+    if masks is None and sample.get("mask") is not None:
+        return [sample["mask"]]
+    return [] if masks is None else list(masks)
+
+
+__all__ = ["IGNORE_INDEX", "EncodedSample", "Self1EDataCollator", "collate_token_layout"]

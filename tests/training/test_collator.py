@@ -1,0 +1,297 @@
+"""Self1EDataCollator: labels, the segmentation attention mask, mixed batches, pre-tokenized samples, the record."""
+
+import random
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from helpers.batches import REFERENCE_RECORD, tiny_model
+from helpers.tokenizer import tiny_qwen2_tokenizer
+from safetensors.torch import load_file
+from transformers_self1e.modeling.configuration_self1e import SEGMENTATION_ATTENTIONS
+from transformers_self1e.modeling.image_processing_self1e import Self1EImageProcessor
+from transformers_self1e.modeling.processing_self1e import Self1EProcessor
+
+from transformers_self1e import build_segmentation_attention_mask
+from transformers_self1e.data import encode_rle, make_synthetic_referring_dataset, rows_to_dataset, segmentation_row
+from transformers_self1e.training import IGNORE_INDEX, Self1EDataCollator, collate_token_layout
+
+TILE, TOKENS_PER_TILE = 112, 16
+
+
+@pytest.fixture(scope="module")
+def processor() -> Self1EProcessor:
+    return Self1EProcessor(
+        Self1EImageProcessor(size=TILE, max_tiles=4), tiny_qwen2_tokenizer(), image_seq_length=TOKENS_PER_TILE
+    )
+
+
+def model_for(processor: Self1EProcessor, **overrides):
+    """The tiny model with the processor's token ids and vocabulary."""
+    return tiny_model(
+        text_config={"vocab_size": len(processor.tokenizer)},
+        image_token_id=processor.image_token_id,
+        seg_token_id=processor.seg_token_id,
+        **overrides,
+    )
+
+
+def rgb(height: int, width: int, seed: int = 0) -> PIL.Image.Image:
+    return PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def box_mask(height: int, width: int, top: int, left: int, bottom: int, right: int) -> np.ndarray:
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[top:bottom, left:right] = 1
+    return mask
+
+
+def mixed_samples() -> list[dict]:
+    """Referring (2x1 tiles), VQA with two turns, text-only, and a no-target sample (one [SEG], empty mask)."""
+    wide, square = rgb(60, 120, seed=1), rgb(48, 48, seed=2)
+    return [
+        {"image": wide, "expression": "the red car", "masks": [box_mask(60, 120, 10, 20, 40, 90)]},
+        {
+            "image": square,
+            "conversation": [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "A dog."}]},
+                {"role": "user", "content": [{"type": "text", "text": "Which colour is it?"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "Red, mostly."}]},
+            ],
+        },
+        {"prompt": "Say hello.", "answer": "Hello there."},
+        {"image": square, "expression": "the purple cat", "masks": [np.zeros((48, 48), dtype=np.uint8)]},
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Attention mask
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", SEGMENTATION_ATTENTIONS)
+def test_4d_mask_is_the_segmentation_attention_mask_of_the_variant(processor, variant):
+    padded = Self1EDataCollator(processor)(mixed_samples())
+    prepared = Self1EDataCollator(processor, segmentation_attention=variant)(mixed_samples())
+    assert padded["attention_mask"].ndim == 2 and prepared["attention_mask"].dtype == torch.bool
+    expected = build_segmentation_attention_mask(
+        padded["input_ids"], padded["attention_mask"], processor.image_token_id, processor.seg_token_id, variant
+    )
+    torch.testing.assert_close(prepared["attention_mask"], expected)
+    # The padding mask is the diagonal; padding keys are never attended.
+    diagonal = prepared["attention_mask"][:, 0].diagonal(dim1=-2, dim2=-1)
+    torch.testing.assert_close(diagonal.long(), padded["attention_mask"])
+    assert not prepared["attention_mask"][:, 0].transpose(1, 2)[padded["attention_mask"] == 0].any()
+    # Samples without [SEG] (VQA, text-only) are causal on their real tokens.
+    causal = torch.ones(padded["input_ids"].shape[1], padded["input_ids"].shape[1], dtype=torch.bool).tril()
+    for row in (1, 2):
+        length = int(padded["attention_mask"][row].sum())
+        assert torch.equal(prepared["attention_mask"][row, 0, :length, :length], causal[:length, :length])
+    for key in ("input_ids", "labels"):
+        torch.testing.assert_close(prepared[key], padded[key])
+
+
+@pytest.mark.parametrize("variant", SEGMENTATION_ATTENTIONS)
+def test_model_outputs_with_the_4d_mask_equal_those_with_its_own_mask(processor, variant):
+    model = model_for(processor, segmentation_attention=variant)
+    padded = Self1EDataCollator(processor)(mixed_samples())
+    prepared = Self1EDataCollator.from_model_config(processor, model.config)(mixed_samples())
+    assert prepared["attention_mask"].ndim == 4
+    with torch.no_grad():
+        own = model(**padded)
+        given = model(**prepared)
+    torch.testing.assert_close(given.logits, own.logits, rtol=0, atol=1e-6)
+    for given_mask, own_mask in zip(given.pred_masks, own.pred_masks):
+        torch.testing.assert_close(given_mask, own_mask, rtol=0, atol=1e-6)
+    torch.testing.assert_close(given.loss, own.loss)
+
+
+def test_collate_token_layout_reproduces_the_reference_records_mask():
+    record = load_file(REFERENCE_RECORD / "inputs_and_outputs.safetensors")
+    is_token = record["attention_mask_2d"].bool()
+    input_ids = [ids[real] for ids, real in zip(record["input_ids"], is_token)]
+    labels = [row[real] for row, real in zip(record["labels"], is_token)]
+    batch = collate_token_layout(
+        input_ids,
+        labels,
+        pad_token_id=0,
+        image_token_id=90,
+        seg_token_id=93,
+        segmentation_attention="bidirectional_image_with_seg",
+    )
+    torch.testing.assert_close(batch["input_ids"], record["input_ids"])
+    torch.testing.assert_close(batch["labels"], record["labels"])
+    torch.testing.assert_close(batch["attention_mask"][:, 0].diagonal(dim1=-2, dim2=-1), is_token)
+    reference_allowed = record["attention_mask_4d"] == 0
+    # The reference lets padding query rows attend to themselves; only real query rows are compared.
+    for row in range(is_token.shape[0]):
+        real = is_token[row]
+        assert torch.equal(batch["attention_mask"][row, 0, real], reference_allowed[row, 0, real])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Labels and batch contents
+# ----------------------------------------------------------------------------------------------------------
+
+
+def labelled_runs(input_ids: torch.Tensor, labels: torch.Tensor) -> list[list[int]]:
+    """The contiguous runs of labelled tokens of one row."""
+    runs, current = [], []
+    for token, label in zip(input_ids.tolist(), labels.tolist()):
+        if label == IGNORE_INDEX:
+            if current:
+                runs.append(current)
+            current = []
+        else:
+            assert label == token
+            current.append(token)
+    return runs + ([current] if current else [])
+
+
+def test_labels_cover_exactly_the_assistant_turns(processor):
+    samples = mixed_samples()
+    batch = Self1EDataCollator(processor)(samples)
+    tokenizer = processor.tokenizer
+    for row in range(len(samples)):
+        text = tokenizer.decode(batch["input_ids"][row][batch["attention_mask"][row].bool()])
+        # Independently of the template's generation markers: each assistant turn is what follows its header up to
+        # and including <|im_end|>.
+        answers = [part.split("<|im_end|>")[0] + "<|im_end|>" for part in text.split("<|im_start|>assistant\n")[1:]]
+        runs = labelled_runs(batch["input_ids"][row], batch["labels"][row])
+        assert [tokenizer.decode(run) for run in runs] == answers
+        assert sum(map(len, runs)) == sum(
+            len(tokenizer.encode(answer, add_special_tokens=False)) for answer in answers
+        )
+    assert answers == ["[SEG].<|im_end|>"]
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+
+
+def test_mixed_batch_contents_and_forward_backward(processor):
+    samples = mixed_samples()
+    batch = Self1EDataCollator.from_model_config(processor, model_for(processor).config)(samples)
+    assert batch["tile_grids"].tolist() == [[1, 2], [1, 1], [1, 1]]
+    assert batch["has_thumbnail"].tolist() == [False, False, False]
+    assert batch["pixel_values"].shape == (4, 3, TILE, TILE)
+    assert [tuple(mask.shape) for mask in batch["gt_masks"]] == [(1, 60, 120), (0, 48, 48), (0, 0, 0), (1, 48, 48)]
+    assert batch["gt_masks"][0].dtype == torch.float32
+    torch.testing.assert_close(batch["gt_masks"][0][0], torch.from_numpy(box_mask(60, 120, 10, 20, 40, 90)).float())
+    assert batch["gt_masks"][3].sum() == 0
+    seg_counts = (batch["input_ids"] == processor.seg_token_id).sum(-1).tolist()
+    assert seg_counts == [1, 0, 0, 1]
+
+    model = model_for(processor).train()
+    outputs = model(**batch)
+    assert torch.isfinite(outputs.loss) and outputs.mask_bce_loss > 0 and outputs.text_loss > 0
+    outputs.loss.backward()
+    assert any(
+        parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in model.seg_head.parameters()
+    )
+    assert model.lm_head.weight.grad.abs().sum() > 0
+
+
+def test_image_kwargs_and_thumbnails(processor):
+    collator = Self1EDataCollator(processor, image_kwargs={"max_tiles": 2, "use_thumbnail": True})
+    batch = collator([{"image": rgb(40, 120), "expression": "a cat", "masks": [np.ones((40, 120))]}])
+    assert batch["tile_grids"].tolist() == [[1, 2]] and batch["has_thumbnail"].tolist() == [True]
+    assert batch["pixel_values"].shape[0] == 3
+    assert (batch["input_ids"] == processor.image_token_id).sum() == 3 * TOKENS_PER_TILE
+
+
+def test_schema_rows_and_synthetic_rows_collate(processor, tmp_path):
+    synthetic = make_synthetic_referring_dataset(2, seed=0)
+    rows = []
+    for index, row in enumerate(synthetic):
+        mask = np.asarray(row["mask"]) > 0
+        # Synthetic rows (`expression` + a PIL `mask`) collate as they are.
+        batch = Self1EDataCollator(processor)([row])
+        torch.testing.assert_close(batch["gt_masks"][0][0], torch.from_numpy(mask).float())
+        path = tmp_path / f"synthetic_{index}.png"
+        row["image"].save(path)
+        rows.append(
+            segmentation_row(path, row["expression"], encode_rle(mask), "referring", "synthetic", random.Random(index))
+        )
+    # The same samples as schema rows: an image path, a training prompt, an RLE mask.
+    dataset = rows_to_dataset(rows)
+    batch = Self1EDataCollator(processor)(list(dataset))
+    for row, mask in zip(synthetic, batch["gt_masks"]):
+        torch.testing.assert_close(mask[0], torch.from_numpy(np.asarray(row["mask"]) > 0).float())
+    assert (batch["input_ids"] == processor.seg_token_id).sum(-1).tolist() == [1, 1]
+
+
+def test_pretokenized_samples_pass_through_unchanged(processor):
+    collator = Self1EDataCollator(processor)
+    raw = mixed_samples()
+    batch = collator(raw)
+    pretokenized = []
+    for row, sample in enumerate(raw):
+        length = int(batch["attention_mask"][row].sum())
+        pretokenized.append(
+            {
+                "input_ids": batch["input_ids"][row, :length].tolist(),
+                "labels": batch["labels"][row, :length].tolist(),
+                "image": sample.get("image"),
+                "masks": sample.get("masks"),
+                # a conversation next to input_ids is not rendered again
+                "conversation": [{"role": "user", "content": "ignored"}],
+            }
+        )
+    again = collator(pretokenized)
+    for key in ("input_ids", "labels", "attention_mask", "pixel_values", "tile_grids", "has_thumbnail"):
+        torch.testing.assert_close(again[key], batch[key])
+    for mask, expected in zip(again["gt_masks"], batch["gt_masks"]):
+        torch.testing.assert_close(mask, expected)
+
+    # Labels default to the input ids; padding given with the sample is dropped.
+    single = collator([{"input_ids": [5, 6, 7, 0, 0], "attention_mask": [1, 1, 1, 0, 0]}])
+    assert single["input_ids"].tolist() == [[5, 6, 7]] and single["labels"].tolist() == [[5, 6, 7]]
+    assert "pixel_values" not in single and tuple(single["gt_masks"][0].shape) == (0, 0, 0)
+
+
+def test_max_length_truncates_text_and_drops_masks_of_cut_seg_tokens(processor):
+    sample = mixed_samples()[0]
+    full = Self1EDataCollator(processor)([sample])
+    seg_position = int((full["input_ids"][0] == processor.seg_token_id).nonzero()[0, 0])
+    cut = Self1EDataCollator(processor, max_length=seg_position)([sample])
+    assert cut["input_ids"].shape[1] == seg_position
+    torch.testing.assert_close(cut["input_ids"][0], full["input_ids"][0, :seg_position])
+    assert tuple(cut["gt_masks"][0].shape) == (0, 60, 120)
+    with pytest.raises(ValueError, match="cuts into the image tokens"):
+        Self1EDataCollator(processor, max_length=20)([sample])
+
+
+@pytest.mark.parametrize(
+    "sample, match",
+    [
+        ({"image": rgb(32, 32), "expression": "a cat", "masks": []}, "1 \\[SEG\\] tokens but 0 masks"),
+        ({"image": rgb(32, 32), "prompt": "What?", "answer": "Nothing.", "masks": [np.ones((32, 32))]}, "0 \\[SEG\\]"),
+        ({"expression": "a cat", "masks": [np.ones((32, 32))]}, "1 image items but the sample has no image"),
+        ({"image": rgb(32, 32), "prompt": "What?"}, "no answer"),
+        ({"image": rgb(32, 32)}, "needs a conversation"),
+        ({"input_ids": [1, 2, 3], "image": rgb(32, 32)}, "0 image tokens but its image takes 16"),
+        (
+            {
+                "image": rgb(32, 32),
+                "conversation": [
+                    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Both?"}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": "[SEG] and [SEG]."}]},
+                ],
+                "masks": [np.ones((32, 32)), np.ones((16, 16))],
+            },
+            "masks differ in size",
+        ),
+    ],
+)
+def test_bad_samples_raise(processor, sample, match):
+    with pytest.raises(ValueError, match=match):
+        Self1EDataCollator(processor)([sample])
+
+
+def test_bad_arguments_raise(processor):
+    with pytest.raises(ValueError, match="segmentation_attention"):
+        Self1EDataCollator(processor, segmentation_attention="sideways")
+    with pytest.raises(ValueError, match="max_length"):
+        Self1EDataCollator(processor, max_length=0)
+    with pytest.raises(ValueError, match="seg_token_id"):
+        Self1EDataCollator.from_model_config(processor, tiny_model().config)
