@@ -1,13 +1,10 @@
 """Self1EForSegmentation: outputs, batching, ablation variants, dtypes, checkpointing, save/load and input errors."""
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
 from helpers.batches import SEG, Batch, SampleSpec, make_batch, split_batch, tiny_model
+from helpers.remote_code import run_without_package
 from transformers import AutoModel, InternVLForConditionalGeneration
 
 from transformers_self1e import Self1EForSegmentation
@@ -172,16 +169,7 @@ def test_saved_folder_loads_with_remote_code_without_the_package(tmp_path) -> No
     torch.save(batch.model_inputs(), tmp_path / "inputs.pt")
     with torch.no_grad():
         torch.save(model(**batch.model_inputs()).pred_masks[0], tmp_path / "expected.pt")
-    script = textwrap.dedent(
-        f"""
-        import sys
-
-        class BlockPackage:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "transformers_self1e":
-                    raise ImportError("transformers_self1e is blocked in this test")
-
-        sys.meta_path.insert(0, BlockPackage())
+    script = f"""
         import torch
         from transformers import AutoModel
 
@@ -191,9 +179,7 @@ def test_saved_folder_loads_with_remote_code_without_the_package(tmp_path) -> No
             masks = model(**torch.load({str(tmp_path / "inputs.pt")!r})).pred_masks[0]
         torch.testing.assert_close(masks, torch.load({str(tmp_path / "expected.pt")!r}), rtol=1e-5, atol=1e-5)
         """
-    )
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    result = run_without_package(script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
 

@@ -1,14 +1,12 @@
 """The image-segmentation pipeline, in the package and as remote code in a process without the package."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 from helpers.pairs import random_image, tiny_model_and_processor
+from helpers.remote_code import run_without_package
 from transformers import pipeline
 
 
@@ -70,16 +68,7 @@ def test_remote_code_without_the_package_gives_the_same_masks(saved, tmp_path):
     image.save(tmp_path / "image.png")
     expected = model.segment(image, ["a dog", "the cat"], processor=processor)
     torch.save(expected.masks, tmp_path / "expected.pt")
-    script = textwrap.dedent(
-        f"""
-        import sys
-
-        class BlockPackage:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "transformers_self1e":
-                    raise ImportError("transformers_self1e is blocked in this test")
-
-        sys.meta_path.insert(0, BlockPackage())
+    script = f"""
         import numpy as np
         import PIL.Image
         import torch
@@ -97,7 +86,5 @@ def test_remote_code_without_the_package_gives_the_same_masks(saved, tmp_path):
         masks = [np.asarray(entry["mask"]) > 0 for entry in segmenter(image, prompts=["a dog", "the cat"])]
         assert torch.equal(torch.from_numpy(np.stack(masks)), expected)
         """
-    )
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    result = run_without_package(script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
