@@ -1,7 +1,7 @@
 """A processor for the benchmark models: InternVL tiling at the model's tile size and a small trained tokenizer."""
 
 from transformers_self1e import Self1EImageProcessor, Self1EProcessor
-from transformers_self1e.modeling.processing_self1e import ANSWER_TEMPLATES, SHORT_QUESTION_TEMPLATES
+from transformers_self1e.modeling.prompts_self1e import ANSWER_TEMPLATES, SHORT_QUESTION_TEMPLATES
 from transformers_self1e.training.small_tokenizer import train_small_tokenizer
 
 CLASS_NAMES = [f"class {index}" for index in range(150)]

@@ -8,7 +8,8 @@ import torch
 from transformers.utils import logging
 
 from .mask_postprocessing import label_map_from_logits, logits_to_prediction
-from .processing_self1e import SEG_TOKEN, Self1EProcessor, is_conversation
+from .processing_self1e import Self1EProcessor, is_conversation
+from .prompts_self1e import SEG_TOKEN
 
 if TYPE_CHECKING:
     from .modeling_self1e import Self1EForSegmentation

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-from transformers_self1e.modeling.processing_self1e import LONG_QUESTION_TEMPLATES, SHORT_QUESTION_TEMPLATES
+from transformers_self1e.modeling.prompts_self1e import LONG_QUESTION_TEMPLATES, SHORT_QUESTION_TEMPLATES
 
 from transformers_self1e.data import decode_rle, load_reason_seg, reason_seg_mask
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from helpers.tokenizer import tiny_qwen2_tokenizer
 from transformers_self1e.modeling.image_processing_self1e import Self1EImageProcessor
-from transformers_self1e.modeling.processing_self1e import ANSWER_TEMPLATES, SHORT_QUESTION_TEMPLATES, Self1EProcessor
+from transformers_self1e.modeling.processing_self1e import Self1EProcessor
+from transformers_self1e.modeling.prompts_self1e import ANSWER_TEMPLATES, SHORT_QUESTION_TEMPLATES
 
 from transformers_self1e.data import decode_rle, encode_rle, load_referring_segmentation, self1e_features
 from transformers_self1e.training import Self1EDataCollator

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-from transformers_self1e.modeling.processing_self1e import SHORT_QUESTION_TEMPLATES
+from transformers_self1e.modeling.prompts_self1e import SHORT_QUESTION_TEMPLATES
 
 from transformers_self1e.data import decode_rle, load_semantic_segmentation
 

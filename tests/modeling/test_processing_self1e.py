@@ -15,12 +15,12 @@ import pytest
 import torch
 from helpers.tokenizer import tiny_qwen2_tokenizer
 from transformers_self1e.modeling.image_processing_self1e import Self1EImageProcessor
-from transformers_self1e.modeling.processing_self1e import (
+from transformers_self1e.modeling.processing_self1e import Self1EProcessor
+from transformers_self1e.modeling.prompts_self1e import (
     ANSWER_TEMPLATES,
     LONG_QUESTION_TEMPLATES,
     SELF1E_CHAT_TEMPLATE,
     SHORT_QUESTION_TEMPLATES,
-    Self1EProcessor,
     build_answer,
     build_question,
 )

@@ -25,7 +25,7 @@ from os import PathLike
 from datasets import Dataset, Features, List, Value
 from datasets import Image as ImageFeature
 
-from ..modeling.processing_self1e import build_segmentation_conversation
+from ..modeling.prompts_self1e import build_segmentation_conversation
 
 TASKS = ("referring", "semantic", "reasoning", "vqa")
 

@@ -9,7 +9,8 @@ from torch.nn.utils.rnn import pad_sequence
 from ..data.masks import to_binary_mask
 from ..modeling.attention_mask import build_segmentation_attention_mask
 from ..modeling.configuration_self1e import SEGMENTATION_ATTENTIONS
-from ..modeling.processing_self1e import Self1EProcessor, build_segmentation_conversation
+from ..modeling.processing_self1e import Self1EProcessor
+from ..modeling.prompts_self1e import build_segmentation_conversation
 
 IGNORE_INDEX = -100
 IMAGE_INPUT_KEYS = ("pixel_values", "tile_grids", "has_thumbnail", "original_sizes")
