@@ -1,4 +1,8 @@
-"""Command line: `python -m transformers_self1e.convert reference --checkpoint ... --reference-config ... --out ...`."""
+"""Command line.
+
+    python -m transformers_self1e.convert reference --checkpoint ... --reference-config ... --out ...
+    python -m transformers_self1e.convert internvl --checkpoint INTERNVL3_FOLDER --out ...
+"""
 
 import argparse
 import sys
@@ -6,6 +10,7 @@ import sys
 import torch
 
 from ..modeling import Self1EForSegmentation
+from .internvl import convert_internvl_checkpoint
 from .record import compare_with_record, load_reference_record
 from .reference import convert_reference_checkpoint
 
@@ -30,7 +35,44 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RECORD_DIR",
         help=f"run the converted model on a reference record; fail if any relative error exceeds {PARITY_TOLERANCE}",
     )
+    reference.add_argument(
+        "--lora-alpha",
+        type=float,
+        help="lora_alpha of LoRA factors left unmerged in the checkpoint (default: twice the rank, as the reference "
+        "training)",
+    )
+    reference.add_argument(
+        "--lora-adapter", help="a PEFT adapter folder (adapter_config.json + weights) to merge into the checkpoint"
+    )
+    reference.add_argument(
+        "--lora-adapter-prefix",
+        default="language_model.",
+        help="prefix of the adapter's module names in the checkpoint (default: language_model., for an adapter "
+        "saved from the reference's language model)",
+    )
+    _add_check_only(reference)
+
+    internvl = commands.add_parser(
+        "internvl",
+        help="start a Self1E model from an InternVL3 base checkpoint (-hf or original layout): [SEG] added, "
+        "segmentation head initialised",
+    )
+    internvl.add_argument("--checkpoint", required=True, help="folder with config.json and safetensors weights")
+    internvl.add_argument("--out", required=True, help="folder to write the Self1E model to")
+    internvl.add_argument("--image-token-id", type=int, help="id of <IMG_CONTEXT> if neither config nor tokenizer say")
+    internvl.add_argument("--seg-token-id", type=int, help="id of [SEG] (default: the first id after the vocabulary)")
+    internvl.add_argument("--dtype", choices=sorted(DTYPES), default="auto", help="weight dtype (auto: as stored)")
+    internvl.add_argument("--seed", type=int, default=0, help="seed of the segmentation head's initialisation")
+    _add_check_only(internvl)
     return parser
+
+
+def _add_check_only(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--check-only",
+        action="store_true",
+        help="check names and shapes against the config from the safetensors headers, write nothing",
+    )
 
 
 def verify(model_dir: str, record_dir: str) -> bool:
@@ -53,19 +95,37 @@ def verify(model_dir: str, record_dir: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        out = convert_reference_checkpoint(
-            args.checkpoint,
-            args.reference_config,
-            args.out,
-            image_token_id=args.image_token_id,
-            seg_token_id=args.seg_token_id,
-            dtype=DTYPES[args.dtype],
-        )
+        if args.command == "reference":
+            out = convert_reference_checkpoint(
+                args.checkpoint,
+                args.reference_config,
+                args.out,
+                image_token_id=args.image_token_id,
+                seg_token_id=args.seg_token_id,
+                dtype=DTYPES[args.dtype],
+                lora_alpha=args.lora_alpha,
+                lora_adapter=args.lora_adapter,
+                lora_adapter_prefix=args.lora_adapter_prefix,
+                check_only=args.check_only,
+            )
+        else:
+            out = convert_internvl_checkpoint(
+                args.checkpoint,
+                args.out,
+                dtype=DTYPES[args.dtype],
+                image_token_id=args.image_token_id,
+                seg_token_id=args.seg_token_id,
+                seed=args.seed,
+                check_only=args.check_only,
+            )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.check_only:
+        print(f"{args.checkpoint}: every name and shape fits the config")
+        return 0
     print(f"wrote {out}")
-    if args.verify and not verify(str(out), args.verify):
+    if getattr(args, "verify", None) and not verify(str(out), args.verify):
         return 1
     return 0
 

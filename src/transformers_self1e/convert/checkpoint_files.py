@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,16 +40,35 @@ def _shards_from_index(index: Path) -> list[Path]:
     return shards
 
 
-def read_shapes(shards: list[Path]) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor, read from the safetensors headers only."""
-    shapes = {}
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where a tensor is stored and its shape, as the safetensors header says."""
+
+    shard: Path
+    shape: tuple[int, ...]
+
+
+def read_header(shards: list[Path]) -> dict[str, TensorInfo]:
+    """Name -> shard and shape of every tensor, read from the safetensors headers only."""
+    header = {}
     for shard in shards:
         with safe_open(shard, framework="pt") as reader:
             for name in reader.keys():
-                if name in shapes:
+                if name in header:
                     raise ValueError(f"tensor {name!r} appears in more than one shard")
-                shapes[name] = tuple(reader.get_slice(name).get_shape())
-    return shapes
+                header[name] = TensorInfo(shard, tuple(reader.get_slice(name).get_shape()))
+    return header
+
+
+def read_shapes(shards: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor, read from the safetensors headers only."""
+    return {name: info.shape for name, info in read_header(shards).items()}
+
+
+def read_tensor(name: str, info: TensorInfo) -> torch.Tensor:
+    """One tensor of a shard, without reading the others."""
+    with safe_open(info.shard, framework="pt") as reader:
+        return reader.get_tensor(name)
 
 
 def iter_shard_tensors(shard: Path) -> Iterator[tuple[str, torch.Tensor]]:
@@ -58,4 +78,4 @@ def iter_shard_tensors(shard: Path) -> Iterator[tuple[str, torch.Tensor]]:
             yield name, reader.get_tensor(name)
 
 
-__all__ = ["checkpoint_shards", "iter_shard_tensors", "read_shapes"]
+__all__ = ["TensorInfo", "checkpoint_shards", "iter_shard_tensors", "read_header", "read_shapes", "read_tensor"]

@@ -15,8 +15,9 @@ import torch
 from transformers import CONFIG_MAPPING
 
 from ..modeling import Self1EConfig
-from .checkpoint_files import checkpoint_shards
+from .checkpoint_files import checkpoint_shards, read_header
 from .folder_writer import write_converted_folder
+from .lora import LoraMerger, load_lora_adapter
 
 IMAGE_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 SEG_TOKEN = "[SEG]"
@@ -153,7 +154,7 @@ def load_reference_settings(
         loss_weights = content.get("loss_weights")
         content = content["official_config"]
     if image_token_id is None or seg_token_id is None:
-        added = _added_tokens(config_path.parent)
+        added = added_token_ids(config_path.parent)
         image_token_id = image_token_id if image_token_id is not None else added.get(IMAGE_CONTEXT_TOKEN)
         seg_token_id = seg_token_id if seg_token_id is not None else added.get(SEG_TOKEN)
     if image_token_id is None or seg_token_id is None:
@@ -164,7 +165,8 @@ def load_reference_settings(
     return content, int(image_token_id), int(seg_token_id), loss_weights
 
 
-def _added_tokens(folder: Path) -> dict[str, int]:
+def added_token_ids(folder: Path) -> dict[str, int]:
+    """Ids of the tokens added to a tokenizer saved in `folder` (`added_tokens.json` or `tokenizer.json`)."""
     added_tokens = folder / "added_tokens.json"
     if added_tokens.is_file():
         return json.loads(added_tokens.read_text())
@@ -181,17 +183,35 @@ def convert_reference_checkpoint(
     image_token_id: int | None = None,
     seg_token_id: int | None = None,
     dtype: torch.dtype | None = None,
+    lora_alpha: float | None = None,
+    lora_adapter: str | Path | None = None,
+    lora_adapter_prefix: str = "language_model.",
+    check_only: bool = False,
 ) -> Path:
     """Converts a reference SELF1E checkpoint (file, index or folder; single or sharded) into a Self1E folder that
-    `Self1EForSegmentation.from_pretrained` (or `AutoModel` with `trust_remote_code=True`) loads."""
+    `Self1EForSegmentation.from_pretrained` (or `AutoModel` with `trust_remote_code=True`) loads.
+
+    LoRA factors left unmerged in the checkpoint (a training checkpoint of the reference code), or given as a PEFT
+    adapter folder `lora_adapter`, are merged into their weights on the way. `lora_alpha` applies to factors stored in
+    the checkpoint (default: twice the rank, as the reference training); an adapter folder gives its own. The
+    adapter's module names are prefixed with `lora_adapter_prefix`: the reference wraps its language model alone.
+    With `check_only`, names and shapes are checked and nothing is written.
+    """
     settings, image_token_id, seg_token_id, loss_weights = load_reference_settings(
         reference_config, image_token_id, seg_token_id
     )
     config = self1e_config_from_reference(settings, image_token_id, seg_token_id, loss_weights)
-    return write_converted_folder(checkpoint_shards(checkpoint), convert_reference_tensor, config, out_dir, dtype)
+    shards = checkpoint_shards(checkpoint)
+    adapter_header, use_rslora = None, False
+    if lora_adapter is not None:
+        adapter_header, lora_alpha, use_rslora = load_lora_adapter(lora_adapter)
+    merger = LoraMerger.from_header(read_header(shards), adapter_header, lora_adapter_prefix, lora_alpha, use_rslora)
+    convert = convert_reference_tensor if merger is None else merger.wrap(convert_reference_tensor)
+    return write_converted_folder(shards, convert, config, out_dir, dtype, check_only=check_only)
 
 
 __all__ = [
+    "added_token_ids",
     "convert_reference_checkpoint",
     "convert_reference_tensor",
     "load_reference_settings",

@@ -1,0 +1,136 @@
+"""Loads a SELF1E Hub folder the way a Hub user would and prints `{"problems": [...]}` as its last line.
+
+Run by `folder_check.load_problems` in a fresh interpreter, as a script (not `-m`, so that the `hub_upload` package,
+which imports `transformers_self1e`, stays out of it):
+
+    python hub_upload/load_check.py FOLDER (--full | --meta)
+
+`transformers_self1e` is made unimportable first: the folder's remote code must be enough. With `--meta` the model
+is built on the meta device and its parameter names and shapes are compared with the safetensors headers (which hold
+the module names, as `export` writes them); `--full` loads the weights.
+"""
+
+import sys
+
+
+class BlockTransformersSelf1E:
+    """Import finder under which `transformers_self1e` cannot be imported."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "transformers_self1e":
+            raise ImportError(f"{name} is blocked: a Hub folder must load without the transformers_self1e package")
+
+
+sys.meta_path.insert(0, BlockTransformersSelf1E())
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+REMOTE_CODE_PACKAGE = "transformers_modules"
+MAX_LISTED = 20
+
+
+def stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(path, framework="pt") as reader:
+            names = reader.keys()
+            shapes.update({name: tuple(reader.get_slice(name).get_shape()) for name in names})
+    return shapes
+
+
+def listed(names) -> str:
+    names = sorted(names)
+    return ", ".join(map(str, names[:MAX_LISTED])) + (
+        f", ... ({len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else ""
+    )
+
+
+def weights_problems_on_meta(folder: Path, config) -> list[str]:
+    """Parameter names and shapes of the model built from `config` on the meta device against the stored ones."""
+    with torch.device("meta"):
+        model = AutoModel.from_config(config, trust_remote_code=True)
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    stored = stored_shapes(folder)
+    tied = set(model._tied_weights_keys or ()) if config.tie_word_embeddings else set()
+    problems = []
+    if missing := expected.keys() - stored.keys() - tied:
+        problems.append(f"weights missing from the folder: {listed(missing)}")
+    if unexpected := stored.keys() - expected.keys():
+        problems.append(f"weights the model does not have: {listed(unexpected)}")
+    if mismatched := [
+        f"{name} {stored[name]} (model: {shape})"
+        for name, shape in expected.items()
+        if name in stored and stored[name] != shape
+    ]:
+        problems.append(f"weights of the wrong shape: {listed(mismatched)}")
+    return problems
+
+
+def check(folder: Path, full: bool) -> list[str]:
+    problems: list[str] = []
+
+    def attempt(what: str, load: Callable):
+        try:
+            return load()
+        except Exception as error:  # noqa: BLE001 - every failure is a problem to report, not a crash
+            problems.append(f"{what} failed: {type(error).__name__}: {error}")
+            return None
+
+    config = attempt("AutoConfig.from_pretrained", lambda: AutoConfig.from_pretrained(folder, trust_remote_code=True))
+    if config is None:
+        return problems
+    if full:
+        loaded = attempt(
+            "AutoModel.from_pretrained",
+            lambda: AutoModel.from_pretrained(folder, trust_remote_code=True, output_loading_info=True),
+        )
+        if loaded is not None:
+            model, info = loaded
+            if not type(model).__module__.startswith(REMOTE_CODE_PACKAGE):
+                problems.append(
+                    f"AutoModel loaded {type(model).__module__}.{type(model).__name__}, not the remote code"
+                )
+            for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+                if info.get(kind):
+                    problems.append(
+                        f"AutoModel.from_pretrained reports {kind.replace('_', ' ')}: {listed(info[kind])}"
+                    )
+    else:
+        problems += (
+            attempt("AutoModel.from_config on the meta device", lambda: weights_problems_on_meta(folder, config)) or []
+        )
+    processor = attempt(
+        "AutoProcessor.from_pretrained", lambda: AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    )
+    if processor is not None:
+        problems += processor.check_model_config(config, raise_error=False)
+    attempt(
+        "AutoImageProcessor.from_pretrained",
+        lambda: AutoImageProcessor.from_pretrained(folder, trust_remote_code=True),
+    )
+    for task, spec in (getattr(config, "custom_pipelines", None) or {}).items():
+        impl = spec["impl"]
+        attempt(f"the {task} pipeline class", lambda: get_class_from_dynamic_module(impl, str(folder)))  # noqa: B023
+    return problems
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--full", action="store_true", help="load the weights")
+    mode.add_argument("--meta", action="store_true", help="compare names and shapes on the meta device")
+    args = parser.parse_args()
+    print(json.dumps({"problems": check(args.folder, full=args.full)}))
+
+
+if __name__ == "__main__":
+    main()

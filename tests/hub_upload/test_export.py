@@ -1,0 +1,207 @@
+"""`python -m hub_upload export`: a self-contained Hub folder that loads without the package."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from helpers.pairs import random_image, tiny_model_and_processor
+from huggingface_hub import ModelCard
+
+from hub_upload import export_hub_folder
+from hub_upload.__main__ import main as hub_main
+from hub_upload.hub_layout import MODELING_DIR, PIPELINE_FILE
+from hub_upload.model_card import infer_base_model
+from transformers_self1e import Self1EProcessor
+from transformers_self1e.presets import internvl3_2b_config, internvl3_8b_config, tiny_config
+
+RESULTS = [
+    {"dataset": "RefCOCO", "split": "val", "metric": "cIoU", "value": 81.23, "dataset_id": "lmms-lab/RefCOCO"},
+    {"dataset": "RefCOCO", "split": "val", "metric": "gIoU", "value": 82.5},
+    {"dataset": "ReasonSeg", "split": "val", "metric": "gIoU", "value": 65.0},
+]
+HAS_PIPELINE = (MODELING_DIR / PIPELINE_FILE).is_file()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny model saved with its processor, exported through the command line in small shards."""
+    model, processor = tiny_model_and_processor(image_kwargs={"max_tiles": 4})
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        # With the default init (std 0.02) the mask logits are ~1e-8: give them a size worth comparing.
+        for parameter in model.seg_head.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.15)
+    root = tmp_path_factory.mktemp("export")
+    model.save_pretrained(root / "saved")
+    processor.save_pretrained(root / "saved")
+    (root / "results.json").write_text(json.dumps(RESULTS))
+    arguments = [
+        "export", str(root / "saved"), "--out", str(root / "hub"), "--max-shard-size", "300KB",
+        "--results", str(root / "results.json"), "--base-model", "OpenGVLab/InternVL3-2B",
+        "--dataset", "lmms-lab/RefCOCO", "--license", "mit", "--repo-id", "someone/self1e-tiny",
+    ]  # fmt: skip
+    assert hub_main(arguments) == 0
+    return root / "hub", model, processor
+
+
+def test_folder_has_sharded_weights_config_processor_and_generation_config(exported):
+    folder, model, processor = exported
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1 and all((folder / shard).is_file() for shard in shards)
+    assert set(index["weight_map"]) == set(model.state_dict())
+
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_self1e.Self1EConfig",
+        "AutoModel": "modeling_self1e.Self1EForSegmentation",
+        "AutoProcessor": "processing_self1e.Self1EProcessor",
+        "AutoImageProcessor": "image_processing_self1e.Self1EImageProcessor",
+    }
+    if HAS_PIPELINE:
+        assert config["custom_pipelines"] == {
+            "image-segmentation": {
+                "impl": "pipeline_self1e.Self1EImageSegmentationPipeline",
+                "pt": ["AutoModel"],
+                "tf": [],
+                "type": "multimodal",
+            }
+        }
+    for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert (folder / name).is_file(), name
+    assert (folder / "chat_template.jinja").read_text() == processor.chat_template
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert generation["pad_token_id"] == processor.tokenizer.pad_token_id
+
+
+def test_remote_code_is_exactly_the_modeling_directory(exported):
+    folder, _, _ = exported
+    expected = {path.name: path.read_bytes() for path in MODELING_DIR.glob("*.py")}
+    assert {path.name: path.read_bytes() for path in folder.glob("*.py")} == expected
+    assert "pipeline_self1e.py" in expected or not HAS_PIPELINE
+
+
+def test_model_card_metadata_usage_and_results(exported):
+    folder, _, _ = exported
+    card = ModelCard.load(folder / "README.md")
+    data = card.data
+    assert (data.license, data.library_name, data.pipeline_tag) == ("mit", "transformers", "image-segmentation")
+    assert data.base_model == "OpenGVLab/InternVL3-2B"
+    assert data.datasets == ["lmms-lab/RefCOCO"] and "self1e" in data.tags
+    assert {(result.dataset_name, result.metric_name, result.metric_value) for result in data.eval_results} == {
+        ("RefCOCO", "cIoU", 81.23),
+        ("RefCOCO", "gIoU", 82.5),
+        ("ReasonSeg", "gIoU", 65.0),
+    }
+    assert 'AutoModel.from_pretrained("someone/self1e-tiny", trust_remote_code=True' in card.text
+    assert "model.segment(image, [" in card.text
+    assert ('pipeline("image-segmentation", model="someone/self1e-tiny", trust_remote_code=True)' in card.text) == (
+        HAS_PIPELINE
+    )
+    assert 'prompt="the red car on the left"' in card.text or not HAS_PIPELINE
+    assert "| dataset | split | cIoU | gIoU |" in card.text
+    assert "| RefCOCO | val | 81.2 | 82.5 |" in card.text and "| ReasonSeg | val | – | 65.0 |" in card.text
+
+
+def test_folder_loads_in_a_fresh_process_without_the_package(exported, tmp_path):
+    folder, model, processor = exported
+    image = random_image(100, 230, seed=1)
+    image.save(tmp_path / "image.png")
+    prompts = ["the red car", "a dog"]
+    inputs = processor.prepare_segmentation_inputs(image, prompts)
+    with torch.no_grad():
+        expected = model(**inputs).pred_masks
+    assert all(masks.abs().min() > 0 for masks in expected)
+    probabilities = model.segment(image, prompts[0], processor=processor, return_probabilities=True).probabilities
+    threshold = float(probabilities.median())  # a mask with something in it, whatever the random weights give
+    segmented = model.segment(image, prompts[0], processor=processor, threshold=threshold)
+    assert 0 < segmented.masks[0].float().mean() < 1
+    torch.save(
+        {"input_ids": inputs["input_ids"], "pred_masks": expected, "mask": segmented.masks[0], "threshold": threshold},
+        tmp_path / "expected.pt",
+    )
+    script = textwrap.dedent(
+        f"""
+        import sys
+
+        class BlockPackage:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "transformers_self1e":
+                    raise ImportError("transformers_self1e is blocked in this test")
+
+        sys.meta_path.insert(0, BlockPackage())
+        import numpy as np
+        import PIL.Image
+        import torch
+        from transformers import AutoModel, AutoProcessor, pipeline
+
+        folder, expected = {str(folder)!r}, torch.load({str(tmp_path / "expected.pt")!r})
+        image = PIL.Image.open({str(tmp_path / "image.png")!r})
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+        assert type(processor).__module__.startswith("transformers_modules."), type(processor).__module__
+        inputs = processor.prepare_segmentation_inputs(image, {prompts!r})
+        assert torch.equal(inputs["input_ids"], expected["input_ids"])
+        with torch.no_grad():
+            masks = model(**inputs).pred_masks
+        for actual, wanted in zip(masks, expected["pred_masks"], strict=True):
+            torch.testing.assert_close(actual, wanted, rtol=1e-5, atol=1e-5)
+        if {HAS_PIPELINE!r}:
+            segmenter = pipeline("image-segmentation", model=folder, trust_remote_code=True)
+            output = segmenter(image, prompt={prompts[0]!r}, threshold=expected["threshold"])
+            assert [entry["label"] for entry in output] == [{prompts[0]!r}]
+            assert torch.equal(torch.from_numpy(np.asarray(output[0]["mask"]) > 0), expected["mask"])
+        print("loaded")
+        """
+    )
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("loaded")
+
+
+def test_converted_folder_with_a_tokenizer_only(exported, tmp_path):
+    # A converted checkpoint has weights and config; the processor is built from a tokenizer folder.
+    _, model, processor = exported
+    model.save_pretrained(tmp_path / "converted")
+    processor.tokenizer.save_pretrained(tmp_path / "tokenizer")
+    out = export_hub_folder(tmp_path / "converted", tmp_path / "hub", processor=tmp_path / "tokenizer")
+    assert (out / "model.safetensors").is_file() and not (out / "model.safetensors.index.json").exists()
+    saved = json.loads((out / "processor_config.json").read_text())
+    assert saved["image_seq_length"] == model.config.image_tokens_per_tile
+    assert saved["image_processor"]["size"] == {"height": 112, "width": 112}
+    assert Self1EProcessor.from_pretrained(out).token_ids == processor.token_ids
+
+
+def test_export_errors_exit_with_code_2(exported, tmp_path, capsys):
+    folder, model, processor = exported
+    assert hub_main(["export", str(folder), "--out", str(folder)]) == 2
+    assert "is not empty" in capsys.readouterr().err
+
+    # A processor whose [SEG] is not the model's.
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    config["seg_token_id"] = 7
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    assert hub_main(["export", str(tmp_path / "model"), "--out", str(tmp_path / "out")]) == 2
+    assert "config.seg_token_id=7 but the tokenizer's [SEG] is" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+    (tmp_path / "bad.json").write_text(json.dumps([{"dataset": "RefCOCO", "value": "high"}]))
+    arguments = ["export", str(folder), "--out", str(tmp_path / "out2"), "--results", str(tmp_path / "bad.json")]
+    assert hub_main(arguments) == 2
+    assert "result 0 needs 'dataset', 'metric' and a numeric 'value'" in capsys.readouterr().err
+
+
+def test_base_model_is_inferred_for_internvl3_sizes():
+    assert infer_base_model(internvl3_8b_config()) == "OpenGVLab/InternVL3-8B"
+    assert infer_base_model(internvl3_2b_config()) == "OpenGVLab/InternVL3-2B"
+    assert infer_base_model(tiny_config()) is None
