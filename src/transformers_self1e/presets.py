@@ -20,7 +20,8 @@ from .modeling import Self1EConfig
 INTERNVL3_VOCAB_SIZE = 151674
 INTERNVL3_IMAGE_TOKEN_ID = 151667  # `<IMG_CONTEXT>`; `image_token_id` of the -hf configs
 # `[SEG]` is the first token added after InternVL3's: `tokenizer.add_tokens(["[SEG]"])` on a tokenizer of length
-# 151674 gives id 151674 (the SELF1E reference training does exactly this, then resizes the embeddings).
+# 151674 gives id 151674. The reference training also adds a leftover `[SEGT]` (151675) before resizing, so released
+# SELF1E checkpoints have 151676 rows; their conversion reads the size from their config, not from these presets.
 INTERNVL3_SEG_TOKEN_ID = 151674
 # A SELF1E model's vocabulary is InternVL3's plus `[SEG]`, so that the presets describe models that can segment.
 SELF1E_VOCAB_SIZE = INTERNVL3_VOCAB_SIZE + 1
