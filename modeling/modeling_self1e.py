@@ -147,6 +147,12 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings
 
+    def save_pretrained(self, save_directory, *args, save_original_format: bool = False, **kwargs):
+        """`PreTrainedModel.save_pretrained`, storing weights under this model's own parameter names by default.
+        SELF1E has no older layout to revert to; transformers' default would rename the InternVL part to its pre-v5
+        names, which `Trainer` does not rename back when it resumes from a checkpoint."""
+        return super().save_pretrained(save_directory, *args, save_original_format=save_original_format, **kwargs)
+
     def predictor(self, processor: Self1EProcessor | None = None, **kwargs) -> Self1EPredictor:
         """A [`Self1EPredictor`] for this model. Without `processor`, the one saved beside the weights is loaded
         (once) from the folder the model came from."""

@@ -1,4 +1,8 @@
-"""`self1e` command line: `self1e segment IMAGE "prompt" [--model PATH] [--out mask.png] [--overlay overlay.png]`."""
+"""`self1e` command line.
+
+    self1e segment IMAGE "prompt" [--model PATH] [--out mask.png] [--overlay overlay.png]
+    self1e evaluate --dataset synthetic[:100] | SAVED_DATASET [--split validation] [--model PATH] [--out report.json]
+"""
 
 import argparse
 import sys
@@ -32,6 +36,23 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--max-tiles", type=int, help="tile large images into at most this many tiles")
     segment.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     segment.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+
+    evaluate = commands.add_parser("evaluate", help="referring segmentation metrics (cIoU, gIoU, N-acc, T-acc)")
+    evaluate.add_argument(
+        "--dataset",
+        required=True,
+        help="synthetic[:N] (the first N synthetic samples of --seed), or a folder written by datasets' save_to_disk "
+        "(PATH[:N] for its first N rows)",
+    )
+    evaluate.add_argument("--split", help="split of a saved DatasetDict (default: its only split)")
+    evaluate.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped model)")
+    evaluate.add_argument("--out", default="report.json", help="JSON report (default report.json)")
+    evaluate.add_argument("--seed", type=int, default=1, help="seed of the synthetic samples (default 1; training: 0)")
+    evaluate.add_argument("--image-size", type=int, default=224, help="side of the synthetic images (default 224)")
+    evaluate.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    evaluate.add_argument("--max-tiles", type=int, help="tile large images into at most this many tiles")
+    evaluate.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    evaluate.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     return parser
 
 
@@ -59,15 +80,20 @@ def intersection_over_union(mask: torch.Tensor, gt_path: str) -> float:
     return 1.0 if union == 0 else (gt & mask).sum().item() / union
 
 
-def run_segment(args: argparse.Namespace) -> int:
-    if bool(args.prompts) == bool(args.classes):
-        raise ValueError("give either prompts or --classes")
+def load_model(args: argparse.Namespace) -> tuple[Self1EForSegmentation, Self1EProcessor]:
+    """The model of `--model` on `--device` in `--dtype`, and its processor."""
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"no model at {model_dir}: pass --model with a Self1E folder")
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     model = Self1EForSegmentation.from_pretrained(model_dir, dtype=dtype).to(args.device).eval()
-    processor = Self1EProcessor.from_pretrained(model_dir)
+    return model, Self1EProcessor.from_pretrained(model_dir)
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    if bool(args.prompts) == bool(args.classes):
+        raise ValueError("give either prompts or --classes")
+    model, processor = load_model(args)
     image = PIL.Image.open(args.image)
     image_kwargs = {} if args.max_tiles is None else {"max_tiles": args.max_tiles}
     classes = [name.strip() for name in args.classes.split(",")] if args.classes else None
@@ -95,10 +121,44 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .data import SyntheticConfig
+    from .evaluation.evaluate import evaluate_referring, load_evaluation_dataset, write_report
+
+    synthetic = args.dataset.split("[")[0] == "synthetic"
+    dataset = load_evaluation_dataset(
+        args.dataset, split=args.split, seed=args.seed, synthetic_config=SyntheticConfig(image_size=args.image_size)
+    )
+    model, processor = load_model(args)
+    results = evaluate_referring(
+        model,
+        processor,
+        dataset,
+        threshold=args.threshold,
+        image_kwargs={} if args.max_tiles is None else {"max_tiles": args.max_tiles},
+        show_progress=True,
+    )
+    report = {
+        "model": str(Path(args.model).resolve()),
+        "dataset": args.dataset,
+        "split": args.split,
+        "seed": args.seed if synthetic else None,
+        "threshold": args.threshold,
+        **results,
+    }
+    out = write_report(report, args.out)
+    metrics = results["metrics"]
+    print(
+        f"cIoU {metrics['ciou']:.4f}  gIoU {metrics['giou']:.4f}  N-acc {metrics['n_acc']:.4f}  "
+        f"T-acc {metrics['t_acc']:.4f}  ({metrics['num_samples']} samples) -> {out}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run_segment(args)
+        return run_evaluate(args) if args.command == "evaluate" else run_segment(args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
+from safetensors import safe_open
 from helpers.batches import SEG, Batch, SampleSpec, make_batch, split_batch, tiny_model
 from helpers.remote_code import run_without_package
 from transformers import AutoModel, InternVLForConditionalGeneration
@@ -151,7 +152,9 @@ def test_generate_decodes_as_a_causal_model() -> None:
 def test_save_and_load_round_trip(tmp_path) -> None:
     model = tiny_model(image_feature_path="residual_refill")
     model.save_pretrained(tmp_path)
-    assert (tmp_path / "model.safetensors").is_file()
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as saved:
+        # Stored under the model's own parameter names, not transformers' pre-v5 InternVL layout.
+        assert set(saved.keys()) == set(model.state_dict())
     config = (tmp_path / "config.json").read_text()
     assert '"AutoModel": "modeling_self1e.Self1EForSegmentation"' in config
     for loader in (Self1EForSegmentation.from_pretrained, AutoModel.from_pretrained):

@@ -1,0 +1,143 @@
+"""Referring segmentation evaluation of a SELF1E model over a dataset: cIoU, gIoU, N-acc and T-acc, overall and per
+value of descriptive columns (needs the `train` extra: `datasets`, `pycocotools`)."""
+
+import json
+import math
+import re
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transformers.utils import logging
+
+from ..data.masks import to_binary_mask
+from ..data.synthetic import SyntheticConfig, make_synthetic_referring_dataset
+from .metrics import ReferringSegmentationMetrics
+
+if TYPE_CHECKING:
+    import datasets
+
+BREAKDOWN_COLUMNS = ("target_size_class", "expression_kind")
+DEFAULT_SYNTHETIC_SAMPLES = 200
+_DATASET_SPEC = re.compile(r"^(?P<name>.+?)(?:\[:(?P<count>\d+)\])?$")
+
+
+def referring_targets(row: Mapping) -> list[tuple[str, Any]]:
+    """The `(expression, mask)` pairs of a row: one for a synthetic row (`expression`, `mask`), one per target of a
+    schema row (`expressions`, `masks`, see `transformers_self1e.data.schema`; none for VQA)."""
+    if "expression" in row:
+        return [(row["expression"], row["mask"])]
+    if "expressions" in row:
+        if len(row["expressions"]) != len(row["masks"]):
+            raise ValueError(f"a row has {len(row['expressions'])} expressions but {len(row['masks'])} masks")
+        return list(zip(row["expressions"], row["masks"]))
+    raise ValueError(f"a row needs `expression` and `mask`, or `expressions` and `masks`; it has {sorted(row)}")
+
+
+def evaluate_referring(
+    model,
+    processor,
+    dataset: "datasets.Dataset | Sequence[Mapping]",
+    *,
+    threshold: float = 0.5,
+    breakdown_columns: Sequence[str] = BREAKDOWN_COLUMNS,
+    image_kwargs: dict | None = None,
+    show_progress: bool = False,
+) -> dict:
+    """Segments every target of `dataset` with `model.segment` and scores the masks (`ReferringSegmentationMetrics`).
+
+    Args:
+        model ([`Self1EForSegmentation`]): the model, on its device and dtype.
+        processor ([`Self1EProcessor`]): its processor.
+        dataset: rows with an `image` and their targets (see [`referring_targets`]).
+        threshold: probability above which a pixel is inside a mask.
+        breakdown_columns: columns whose values split the metrics too, where the dataset has them.
+        image_kwargs: image processor overrides, e.g. `{"max_tiles": 4}`.
+        show_progress: show a progress bar over the rows.
+
+    Returns:
+        `metrics` (`ciou`, `giou`, `n_acc`, `t_acc`, NaN without samples to average, and the counts `num_samples`,
+        `num_no_target`, `num_target`), `breakdown` (`{column: {value: metrics}}`), `num_images` and `wall_time_s`.
+    """
+    start = time.perf_counter()
+    overall = ReferringSegmentationMetrics()
+    groups: dict[str, dict[Any, ReferringSegmentationMetrics]] = {}
+    num_images = 0
+    for row in logging.tqdm(dataset, desc="evaluating", unit="image", disable=not show_progress):
+        targets = referring_targets(row)
+        if not targets:
+            continue
+        num_images += 1
+        result = model.segment(
+            row["image"],
+            [expression for expression, _ in targets],
+            processor=processor,
+            threshold=threshold,
+            **(image_kwargs or {}),
+        )
+        for (_, mask), prediction in zip(targets, result.masks):
+            gt = to_binary_mask(mask)
+            overall.update(prediction, gt)
+            for column in breakdown_columns:
+                if column in row:
+                    group = groups.setdefault(column, defaultdict(ReferringSegmentationMetrics))
+                    group[row[column]].update(prediction, gt)
+    return {
+        "metrics": overall.compute(),
+        "breakdown": {
+            column: {value: metrics.compute() for value, metrics in sorted(values.items())}
+            for column, values in groups.items()
+        },
+        "num_images": num_images,
+        "wall_time_s": time.perf_counter() - start,
+    }
+
+
+def write_report(report: Mapping, path: str | Path) -> Path:
+    """Writes `report` as indented JSON, NaN (a metric without samples to average) as `null`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def load_evaluation_dataset(
+    spec: str, split: str | None = None, seed: int = 1, synthetic_config: SyntheticConfig | None = None
+) -> "datasets.Dataset":
+    """The dataset named by `spec`: `synthetic[:N]` (the first N synthetic samples of `seed`; 200 without `[:N]`), or
+    a folder written by `save_to_disk` (a `DatasetDict` needs `split` unless it has one split), optionally
+    `PATH[:N]` for its first N rows."""
+    match = _DATASET_SPEC.match(spec)
+    name, count = match["name"], None if match["count"] is None else int(match["count"])
+    if name == "synthetic":
+        if split is not None:
+            raise ValueError("--split is for a saved dataset, not for synthetic data")
+        return make_synthetic_referring_dataset(count or DEFAULT_SYNTHETIC_SAMPLES, seed, synthetic_config)
+
+    from datasets import DatasetDict, load_from_disk
+
+    if not Path(name).is_dir():
+        raise FileNotFoundError(f"no dataset at {name}: give synthetic[:N] or a folder written by save_to_disk")
+    dataset = load_from_disk(name)
+    if isinstance(dataset, DatasetDict):
+        if split is None and len(dataset) != 1:
+            raise ValueError(f"{name} holds the splits {sorted(dataset)}: pass one with --split")
+        if split is not None and split not in dataset:
+            raise ValueError(f"{name} has no split {split!r}, only {sorted(dataset)}")
+        dataset = dataset[split or next(iter(dataset))]
+    elif split is not None:
+        raise ValueError(f"{name} is a single dataset without splits; drop --split")
+    return dataset if count is None else dataset.select(range(min(count, len(dataset))))
+
+
+__all__ = ["BREAKDOWN_COLUMNS", "evaluate_referring", "load_evaluation_dataset", "referring_targets", "write_report"]

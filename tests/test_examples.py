@@ -1,0 +1,43 @@
+"""The example scripts: the RefCOCO recipe parses its arguments; the synthetic one trains, saves and evaluates."""
+
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.pairs import random_image
+
+from transformers_self1e import Self1EForSegmentation, Self1EProcessor
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def example(name: str) -> dict:
+    """The globals of an example script, run as a module (its `main` not called)."""
+    return runpy.run_path(str(EXAMPLES / name))
+
+
+def test_finetune_refcoco_help(capsys):
+    script = example("finetune_refcoco.py")
+    with pytest.raises(SystemExit) as exit_info:
+        script["main"](["--help"])
+    assert exit_info.value.code == 0
+    assert "--refer-root" in capsys.readouterr().out
+    # 8 GPUs x 4 samples x 5 accumulation steps = the paper's batch of 160.
+    assert script["gradient_accumulation_steps"](160, per_device_batch_size=4, world_size=8) == 5
+
+
+def test_finetune_synthetic_trains_saves_and_evaluates(tmp_path):
+    sizes = ["--tile-size", "112", "--patch-size", "14", "--vision-width", "32", "--vision-depth", "1"]
+    sizes += ["--text-width", "32", "--text-depth", "1", "--text-heads", "2", "--text-kv-heads", "1"]
+    arguments = ["--out", str(tmp_path), "--num-samples", "4", "--eval-samples", "2", "--vocab-size", "300"]
+    example("finetune_synthetic.py")["main"]([*arguments, *sizes, "--max-steps", "2", "--batch-size", "2"])
+
+    model = Self1EForSegmentation.from_pretrained(tmp_path)
+    processor = Self1EProcessor.from_pretrained(tmp_path)
+    assert model.config.text_config.hidden_size == 32 and model.config.tile_size == 112
+    result = model.segment(random_image(60, 90), "the red circle", processor=processor)
+    assert result.masks.shape == (1, 60, 90) and result.masks.dtype == torch.bool
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["metrics"]["num_samples"] == 2 and report["seed"] == 1
