@@ -61,8 +61,12 @@ class Self1EMLP(nn.Module):
         self.act = ACT2FN[hidden_act]
         self.fc2 = nn.Linear(hidden_size, out_features)
 
+    def hidden(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The activations before the last linear layer."""
+        return self.act(self.fc1(hidden_states))
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(hidden_states)))
+        return self.fc2(self.hidden(hidden_states))
 
 
 class Self1EPixelUnshuffleMLP(Self1EMLP):
@@ -113,10 +117,12 @@ class Self1ESegmentationHead(nn.Module):
             seg_states = self.llm_unshuffle_mlp.restore_token(seg_states)
         return self.output_mlp(seg_states)
 
-    def embed_image(
+    def image_hidden_states(
         self, llm_features: torch.Tensor, projected_features: torch.Tensor, high_res_features: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`F_IMG'` on a stitched canvas, plus the low-resolution embedding of the LLM features alone.
+        """`F_IMG'` up to the last linear layer of `output_mlp`, on a stitched canvas, plus the low-resolution
+        embedding of the LLM features alone. [`~Self1ESegmentationHead.mask_logits`] applies that last layer to the
+        `[SEG]` side instead, which is the same product at a fraction of the cost on the large canvas.
 
         Args:
             llm_features: `F_IMG`, `(n, H, W, d)` on the LLM grid.
@@ -124,25 +130,43 @@ class Self1ESegmentationHead(nn.Module):
             high_res_features: `F_V1^HQ`, `(n, f*H, f*W, d)` on the ViT grid.
 
         Returns:
-            `F_IMG'` (`(n, h, w, d)`, `h` depending on the feature path) and the auxiliary low-resolution embedding
-            used by the training loss (`None` for `"llm_low_res"`, where it is `F_IMG'` itself).
+            The hidden states (`(n, h, w, d)`, `h` depending on the feature path) and the auxiliary low-resolution
+            embedding used by the training loss (`None` for `"llm_low_res"`, where it is `F_IMG'` itself).
         """
         if self.feature_path == "llm_low_res":
-            return self.output_mlp(llm_features), None
+            return self.output_mlp.hidden(llm_features), None
         low_res = self.output_mlp(llm_features)
         if self.feature_path == "high_res":
-            return self.output_mlp(high_res_features), low_res
+            return self.output_mlp.hidden(high_res_features), low_res
         if self.feature_path == "residual_refill":
             residual = self._upsample(llm_features - projected_features, high_res_features.shape[-3:-1])
-            return self.output_mlp(high_res_features + residual), low_res
+            return self.output_mlp.hidden(high_res_features + residual), low_res
         restored_llm = self.llm_unshuffle_mlp.restore_grid(llm_features)
         amplified_residual = restored_llm - self.vision_unshuffle_mlp.restore_grid(projected_features)
         high_res = self.vision_unshuffle_mlp.restore_grid(high_res_features)
         amplified_residual = self._upsample(amplified_residual, high_res.shape[-3:-1])
-        return self.output_mlp(high_res + amplified_residual), restored_llm
+        return self.output_mlp.hidden(high_res + amplified_residual), restored_llm
 
-    def mask_logits(self, image_embeddings: torch.Tensor, seg_embeddings: torch.Tensor) -> torch.Tensor:
-        """`(n, h, w, d)` x `(n, s, d)` -> `(n, s, h, w)` scaled dot products."""
+    def embed_image(
+        self, llm_features: torch.Tensor, projected_features: torch.Tensor, high_res_features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`F_IMG'` itself (Eq. 5 through `output_mlp`) and the low-resolution embedding; see `image_hidden_states`."""
+        hidden, low_res = self.image_hidden_states(llm_features, projected_features, high_res_features)
+        return self.output_mlp.fc2(hidden), low_res
+
+    def mask_logits(self, image_hidden: torch.Tensor, seg_embeddings: torch.Tensor) -> torch.Tensor:
+        """`F_IMG' . F_SEG' / sqrt(d)` from `image_hidden_states`: `(n, h, w, d)` x `(n, s, d)` -> `(n, s, h, w)`.
+
+        `fc2(x) . s = x . (s W2) + b2 . s`, so the last layer of `output_mlp` acts on the `s` `[SEG]` embeddings
+        rather than on every canvas position."""
+        last_layer = self.output_mlp.fc2
+        readout = seg_embeddings @ last_layer.weight
+        offset = seg_embeddings @ last_layer.bias
+        logits = torch.einsum("nhwd,nsd->nshw", image_hidden, readout) + offset[..., None, None]
+        return logits * self.scale
+
+    def dot_logits(self, image_embeddings: torch.Tensor, seg_embeddings: torch.Tensor) -> torch.Tensor:
+        """Plain scaled dot products `(n, h, w, d)` x `(n, s, d)` -> `(n, s, h, w)` (the low-resolution prediction)."""
         return torch.einsum("nhwd,nsd->nshw", image_embeddings, seg_embeddings) * self.scale
 
     @staticmethod

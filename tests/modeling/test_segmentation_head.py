@@ -95,3 +95,15 @@ def test_default_masks_follow_the_stitched_canvas(rows: int, cols: int) -> None:
         expected = (embeddings[0] @ seg) * head.scale
     assert outputs.pred_masks[0].shape == (1, 2 * vit_side * rows, 2 * vit_side * cols)
     torch.testing.assert_close(outputs.pred_masks[0][0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_folded_replication_equals_the_projector_on_repeated_features() -> None:
+    # F_V1^HQ is defined as the projector applied to each patch feature repeated f*f times (paper Sec. 3.3).
+    model = tiny_model()
+    with torch.no_grad():
+        projector = model.model.multi_modal_projector
+        projector.layer_norm.weight.normal_()
+        projector.layer_norm.bias.normal_()
+        patches = torch.randn(3, 64, model.config.vision_config.hidden_size)
+        expected = projector(patches.repeat(1, 1, 4))
+        torch.testing.assert_close(model._project_replicated(patches), expected, rtol=1e-5, atol=1e-5)
