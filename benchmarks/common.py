@@ -53,7 +53,14 @@ def tiny_config(**overrides) -> Self1EConfig:
     return preset(**overrides)
 
 
-CONFIGS = {"mid": mid_config, "tiny": tiny_config}
+def internvl3_1b_config(**overrides) -> Self1EConfig:
+    """InternVL3-1B's real sizes (InternViT-300M + Qwen2.5-0.5B), random weights."""
+    from transformers_self1e.presets import internvl3_1b_config as preset
+
+    return preset(**overrides)
+
+
+CONFIGS = {"mid": mid_config, "internvl3-1b": internvl3_1b_config, "tiny": tiny_config}
 
 
 def build_model(config_name: str, device: str, dtype: torch.dtype, **overrides) -> Self1EForSegmentation:
