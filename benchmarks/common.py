@@ -161,13 +161,15 @@ def _synchronize(device: str) -> None:
 
 def header(args: argparse.Namespace, model: Self1EForSegmentation, title: str) -> str:
     parameters = sum(parameter.numel() for parameter in model.parameters())
+    weight_bytes = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     return (
         f"## {title}\n\n"
         f"machine: {platform.machine()} {device}, {torch.get_num_threads()} threads; torch {torch.__version__}; "
         f"config `{args.config}` ({parameters / 1e6:.0f}M parameters, {model.config.tile_size}-px tiles, "
         f"{model.config.image_tokens_per_tile} image tokens per tile); dtype {model.dtype}; "
-        f"median of {args.repeats} interleaved repetitions\n"
+        f"median of {args.repeats} interleaved repetitions; weights {megabytes(weight_bytes)} (peak memory below is "
+        f"what a call adds on top of them)\n"
     )
 
 

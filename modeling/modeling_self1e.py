@@ -23,6 +23,9 @@ from .predictor import SegmentationResult, Self1EPredictor
 from .processing_self1e import Self1EProcessor
 from .segmentation_head import Self1ESegmentationHead, stitch_tiles
 
+# Canvas positions per band when inference computes the high-resolution masks band by band (bounds memory).
+INFERENCE_BAND_POSITIONS = 1024
+
 # transformers 5.24 renamed the cache argument and output field from `past_key_values` to `cache`.
 CACHE_NAME = "cache" if "cache" in inspect.signature(InternVLModel.forward).parameters else "past_key_values"
 
@@ -304,7 +307,10 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
                 tile_grids=tile_grids,
                 has_thumbnail=has_thumbnail,
             )
-            pred_masks, low_res_masks = self._predict_masks(input_ids, hidden_states, image_features, layout)
+            with_low_res = gt_masks is not None and self.config.use_low_res_aux_loss
+            pred_masks, low_res_masks = self._predict_masks(
+                input_ids, hidden_states, image_features, layout, with_low_res
+            )
 
         text_loss = mask_bce_loss = mask_dice_loss = loss = None
         if labels is not None:
@@ -370,8 +376,10 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
         hidden_states: torch.FloatTensor,
         image_features: Self1EImageFeatures | None,
         layout: ImageLayout,
+        with_low_res: bool,
     ) -> tuple[list[torch.FloatTensor], list[torch.FloatTensor | None]]:
-        """Mask logits (and the auxiliary low-resolution logits) of every `[SEG]` token, per sample."""
+        """Mask logits of every `[SEG]` token, per sample, and with `with_low_res` the auxiliary low-resolution
+        logits of the training loss."""
         batch_size = input_ids.shape[0]
         tokens_per_tile = self.config.image_tokens_per_tile
         hidden_size = hidden_states.shape[-1]
@@ -393,14 +401,24 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
             def canvas(per_tile: torch.Tensor) -> torch.Tensor:
                 return stitch_tiles(per_tile[tiles].view(n_images, rows * cols, -1, hidden_size), rows, cols)
 
-            image_hidden, low_res_embeddings = self.seg_head.image_hidden_states(
+            features = (
                 canvas(llm_image_features),
                 canvas(image_features.projected_features),
                 canvas(image_features.high_res_features),
             )
             seg = pad_sequence([seg_per_sample[sample] for sample in group], batch_first=True)
-            logits = self.seg_head.mask_logits(image_hidden, seg)
-            low_res = None if low_res_embeddings is None else self.seg_head.dot_logits(low_res_embeddings, seg)
+            low_res = None
+            if not with_low_res and self.config.image_feature_path == "residual_amplifier":
+                # Without the auxiliary loss: the high-resolution canvas in bands of rows, never whole with its d
+                # channels (same logits, bounded memory).
+                vit_columns = features[2].shape[2]
+                rows_per_band = max(1, INFERENCE_BAND_POSITIONS // (vit_columns * self.config.shuffle_factor**2))
+                logits = self.seg_head.mask_logits_by_rows(*features, seg, rows_per_band)
+            else:
+                image_hidden, low_res_embeddings = self.seg_head.image_hidden_states(*features)
+                logits = self.seg_head.mask_logits(image_hidden, seg)
+                if with_low_res and low_res_embeddings is not None:
+                    low_res = self.seg_head.dot_logits(low_res_embeddings, seg)
             for position, sample in enumerate(group):
                 count = layout.seg_counts[sample]
                 pred_masks[sample] = logits[position, :count]
@@ -433,7 +451,6 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
         if len(gt_masks) != len(pred_masks):
             raise ValueError(f"gt_masks has {len(gt_masks)} entries for a batch of {len(pred_masks)} samples")
         bce = dice = pred_masks[0].new_zeros((), dtype=torch.float32)
-        use_low_res = self.config.use_low_res_aux_loss
         short_side = self.config.gt_mask_short_side
         # Ground-truth sizes differ between samples, so the losses are taken per sample.
         for sample, (pred, low_res, gt) in enumerate(zip(pred_masks, low_res_masks, gt_masks)):
@@ -447,7 +464,7 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
             if gt.ndim != 3:
                 raise ValueError(f"gt_masks[{sample}] must be (num_masks, height, width), got {tuple(gt.shape)}")
             gt = gt.to(pred.device)
-            for logits in (pred, low_res if use_low_res else None):
+            for logits in (pred, low_res):
                 if logits is not None:
                     sample_bce, sample_dice = mask_losses(logits.float(), gt.float(), short_side)
                     bce = bce + sample_bce

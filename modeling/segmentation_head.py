@@ -165,6 +165,37 @@ class Self1ESegmentationHead(nn.Module):
         logits = torch.einsum("nhwd,nsd->nshw", image_hidden, readout) + offset[..., None, None]
         return logits * self.scale
 
+    def mask_logits_by_rows(
+        self,
+        llm_features: torch.Tensor,
+        projected_features: torch.Tensor,
+        high_res_features: torch.Tensor,
+        seg_embeddings: torch.Tensor,
+        rows_per_chunk: int,
+    ) -> torch.Tensor:
+        """The same mask logits as `mask_logits(image_hidden_states(...)[0], seg_embeddings)`, computed a band of
+        `rows_per_chunk` ViT rows at a time, so that no `d`-channel tensor of the whole high-resolution canvas is ever
+        held: what inference on many tiles needs. Only for the default `"residual_amplifier"` path.
+
+        Bilinear upsampling by two is shift-equivariant, so a band upsampled with one source row of margin on each
+        side gives exactly the rows of the full upsampling."""
+        if self.feature_path != "residual_amplifier":
+            raise ValueError("mask_logits_by_rows computes the residual_amplifier feature path only")
+        residual = self.llm_unshuffle_mlp.restore_grid(llm_features)
+        residual = residual - self.vision_unshuffle_mlp.restore_grid(projected_features)
+        rows, cols = high_res_features.shape[1:3]
+        factor = self.factor
+        bands = []
+        for start in range(0, rows, rows_per_chunk):
+            stop = min(rows, start + rows_per_chunk)
+            high_res = self.vision_unshuffle_mlp.restore_grid(high_res_features[:, start:stop])
+            low, high = max(0, start - 1), min(rows, stop + 1)
+            window = self._upsample(residual[:, low:high], ((high - low) * factor, cols * factor))
+            offset = (start - low) * factor
+            upsampled = window[:, offset : offset + (stop - start) * factor]
+            bands.append(self.mask_logits(self.output_mlp.hidden(high_res + upsampled), seg_embeddings))
+        return torch.cat(bands, dim=-2)
+
     def dot_logits(self, image_embeddings: torch.Tensor, seg_embeddings: torch.Tensor) -> torch.Tensor:
         """Plain scaled dot products `(n, h, w, d)` x `(n, s, d)` -> `(n, s, h, w)` (the low-resolution prediction)."""
         return torch.einsum("nhwd,nsd->nshw", image_embeddings, seg_embeddings) * self.scale

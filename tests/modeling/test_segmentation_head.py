@@ -107,3 +107,19 @@ def test_folded_replication_equals_the_projector_on_repeated_features() -> None:
         patches = torch.randn(3, 64, model.config.vision_config.hidden_size)
         expected = projector(patches.repeat(1, 1, 4))
         torch.testing.assert_close(model._project_replicated(patches), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (2, 1), (1, 3), (3, 2)])
+@pytest.mark.parametrize("rows_per_chunk", [1, 3, 8, 100])
+def test_mask_logits_by_rows_equal_the_whole_canvas(rows: int, cols: int, rows_per_chunk: int) -> None:
+    head = tiny_model().seg_head
+    side = 4  # LLM tokens per tile side; the ViT grid is twice that
+    llm = torch.randn(2, rows * side, cols * side, 64)
+    projected = torch.randn(2, rows * side, cols * side, 64)
+    high_res = torch.randn(2, 2 * rows * side, 2 * cols * side, 64)
+    seg = torch.randn(2, 3, 64)
+    with torch.no_grad():
+        whole = head.mask_logits(head.image_hidden_states(llm, projected, high_res)[0], seg)
+        banded = head.mask_logits_by_rows(llm, projected, high_res, seg, rows_per_chunk)
+    assert banded.shape == whole.shape == (2, 3, 4 * rows * side, 4 * cols * side)
+    torch.testing.assert_close(banded, whole, rtol=1e-5, atol=1e-5)
