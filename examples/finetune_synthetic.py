@@ -13,11 +13,11 @@ import random
 from pathlib import Path
 
 from transformers import TrainingArguments
-from transformers_self1e.modeling.prompts_self1e import build_segmentation_conversation
 
 from transformers_self1e import Self1EForSegmentation, Self1EImageProcessor, Self1EProcessor
 from transformers_self1e.data import SyntheticConfig, make_synthetic_referring_dataset
 from transformers_self1e.evaluation.evaluate import evaluate_referring, write_report
+from transformers_self1e.modeling.prompts_self1e import build_segmentation_conversation
 from transformers_self1e.presets import tiny_config
 from transformers_self1e.training import Self1EDataCollator, Self1ETrainer
 from transformers_self1e.training.small_tokenizer import train_small_tokenizer
