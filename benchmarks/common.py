@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from transformers_self1e import Self1EConfig, Self1EForSegmentation
+from transformers_self1e import Self1EConfig, Self1EForSegmentation, Self1EProcessor
 
 
 def mid_config(**overrides) -> Self1EConfig:
@@ -67,6 +67,18 @@ def build_model(config_name: str, device: str, dtype: torch.dtype, **overrides) 
     torch.manual_seed(0)
     model = Self1EForSegmentation(CONFIGS[config_name](**overrides)).eval()
     return model.to(device=device, dtype=dtype)
+
+
+def build_model_and_processor(
+    args: argparse.Namespace, dtype: torch.dtype, max_tiles: int = 1
+) -> tuple[Self1EForSegmentation, Self1EProcessor]:
+    """The benchmark model of `args.config` and a processor that agrees with it on tile size and special tokens."""
+    from processor import benchmark_processor, token_overrides
+
+    geometry = CONFIGS[args.config]()
+    processor = benchmark_processor(geometry.tile_size, geometry.image_tokens_per_tile, max_tiles=max_tiles)
+    model = build_model(args.config, args.device, dtype, **token_overrides(processor, args.config))
+    return model, processor
 
 
 def parse_common_arguments(description: str) -> argparse.ArgumentParser:

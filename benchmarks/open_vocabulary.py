@@ -8,9 +8,16 @@ Separate calls for K above `--separate-up-to` are estimated as K times the measu
 
 import numpy as np
 import PIL.Image
-import torch
-from common import build_model, header, interleaved, megabytes, parse_common_arguments, resolve_dtype, table
-from processor import CLASS_NAMES, benchmark_processor, token_overrides
+from common import (
+    build_model_and_processor,
+    header,
+    interleaved,
+    megabytes,
+    parse_common_arguments,
+    resolve_dtype,
+    table,
+)
+from processor import CLASS_NAMES
 
 
 def main() -> None:
@@ -19,10 +26,7 @@ def main() -> None:
     parser.add_argument("--separate-up-to", type=int, default=32)
     args = parser.parse_args()
     dtype = resolve_dtype(args)
-    probe = build_model(args.config, "cpu", torch.float32)
-    processor = benchmark_processor(probe.config.tile_size, probe.config.image_tokens_per_tile)
-    del probe
-    model = build_model(args.config, args.device, dtype, **token_overrides(processor, args.config))
+    model, processor = build_model_and_processor(args, dtype)
     print(header(args, model, "Open vocabulary: K classes on one image"))
     size = model.config.tile_size
     image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8))

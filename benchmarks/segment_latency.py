@@ -10,8 +10,15 @@ import copy
 import numpy as np
 import PIL.Image
 import torch
-from common import build_model, header, interleaved, megabytes, parse_common_arguments, resolve_dtype, table
-from processor import benchmark_processor, token_overrides
+from common import (
+    build_model_and_processor,
+    header,
+    interleaved,
+    megabytes,
+    parse_common_arguments,
+    resolve_dtype,
+    table,
+)
 
 
 def straightforward_segment(model, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> list[torch.Tensor]:
@@ -54,10 +61,7 @@ def straightforward_segment(model, input_ids: torch.Tensor, pixel_values: torch.
 def main() -> None:
     args = parse_common_arguments(__doc__).parse_args()
     dtype = resolve_dtype(args)
-    probe = build_model(args.config, "cpu", torch.float32)
-    processor = benchmark_processor(probe.config.tile_size, probe.config.image_tokens_per_tile)
-    model = build_model(args.config, args.device, dtype, **token_overrides(processor, args.config))
-    del probe
+    model, processor = build_model_and_processor(args, dtype)
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")
     print(header(args, model, "segment(): one mask for the price of one forward pass"))
@@ -66,7 +70,9 @@ def main() -> None:
     for batch_size in (1, 4):
         rng = np.random.default_rng(batch_size)
         size = model.config.tile_size
-        images = [PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(batch_size)]
+        images = [
+            PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(batch_size)
+        ]
         prompts = ["the red circle on the left"] * batch_size
         inputs = processor.prepare_segmentation_inputs(images, prompts)
         input_ids = inputs["input_ids"].to(args.device)

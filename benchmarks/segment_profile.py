@@ -7,17 +7,13 @@ model with the segmentation head, attention-mask construction, against the plain
 import numpy as np
 import PIL.Image
 import torch
-from common import build_model, header, interleaved, parse_common_arguments, resolve_dtype, table
-from processor import benchmark_processor, token_overrides
+from common import build_model_and_processor, header, interleaved, parse_common_arguments, resolve_dtype, table
 
 
 def main() -> None:
     args = parse_common_arguments(__doc__).parse_args()
     dtype = resolve_dtype(args)
-    probe = build_model(args.config, "cpu", torch.float32)
-    processor = benchmark_processor(probe.config.tile_size, probe.config.image_tokens_per_tile)
-    del probe
-    model = build_model(args.config, args.device, dtype, **token_overrides(processor, args.config))
+    model, processor = build_model_and_processor(args, dtype)
     print(header(args, model, "Where segment() spends its time (batch 1)"))
     size = model.config.tile_size
     image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8))

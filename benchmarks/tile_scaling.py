@@ -1,13 +1,19 @@
 """segment() on images tiled into 1, 4, 6 and 12 tiles (448-px tiles, 256 image tokens each with the mid model).
 
-    python benchmarks/tile_scaling.py [--device cuda] [--config tiny] [--tiles 1 4 6 12]
+python benchmarks/tile_scaling.py [--device cuda] [--config tiny] [--tiles 1 4 6 12]
 """
 
 import numpy as np
 import PIL.Image
-import torch
-from common import build_model, header, interleaved, megabytes, parse_common_arguments, resolve_dtype, table
-from processor import benchmark_processor, token_overrides
+from common import (
+    build_model_and_processor,
+    header,
+    interleaved,
+    megabytes,
+    parse_common_arguments,
+    resolve_dtype,
+    table,
+)
 
 # Image shapes (rows, cols) whose closest InternVL grid has exactly that many tiles.
 GRIDS = {1: (1, 1), 2: (1, 2), 4: (2, 2), 6: (2, 3), 8: (2, 4), 12: (3, 4)}
@@ -18,10 +24,7 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, nargs="+", default=[1, 4, 6, 12])
     args = parser.parse_args()
     dtype = resolve_dtype(args)
-    probe = build_model(args.config, "cpu", torch.float32)
-    processor = benchmark_processor(probe.config.tile_size, probe.config.image_tokens_per_tile, max_tiles=12)
-    del probe
-    model = build_model(args.config, args.device, dtype, **token_overrides(processor, args.config))
+    model, processor = build_model_and_processor(args, dtype, max_tiles=12)
     print(header(args, model, "Scaling with tiles"))
     size = model.config.tile_size
     candidates, shapes = {}, {}
@@ -30,10 +33,8 @@ def main() -> None:
         pixels = np.random.default_rng(tiles).integers(0, 256, (rows * size, cols * size, 3), dtype=np.uint8)
         image = PIL.Image.fromarray(pixels)
         shapes[tiles] = (rows, cols)
-        candidates[tiles] = (
-            lambda image=image, tiles=tiles: model.segment(
-                image, "the red circle", processor=processor, min_tiles=tiles, max_tiles=tiles
-            )
+        candidates[tiles] = lambda image=image, tiles=tiles: model.segment(
+            image, "the red circle", processor=processor, min_tiles=tiles, max_tiles=tiles
         )
     results = interleaved(candidates, args.repeats, args.device)
     base = results[args.tiles[0]]["seconds"]

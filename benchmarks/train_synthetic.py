@@ -32,7 +32,7 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     report = json.loads((out / "eval.json").read_text())
     metrics = report["metrics"]
-    print(f"## Training a small SELF1E from scratch on synthetic shapes\n")
+    print("## Training a small SELF1E from scratch on synthetic shapes\n")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; command: `{' '.join(command[1:])}`\n")
     rows = [
         [

@@ -7,8 +7,15 @@ the same batch as a text-only step ([SEG] replaced by an ordinary token: no mask
 import numpy as np
 import PIL.Image
 import torch
-from common import build_model, header, interleaved, megabytes, parse_common_arguments, resolve_dtype, table
-from processor import benchmark_processor, token_overrides
+from common import (
+    build_model_and_processor,
+    header,
+    interleaved,
+    megabytes,
+    parse_common_arguments,
+    resolve_dtype,
+    table,
+)
 
 from transformers_self1e.training import apply_lora, self1e_lora_config
 
@@ -19,10 +26,8 @@ def main() -> None:
     parser.add_argument("--lora-rank", type=int, default=64)
     args = parser.parse_args()
     dtype = resolve_dtype(args)
-    probe = build_model(args.config, "cpu", torch.float32)
-    processor = benchmark_processor(probe.config.tile_size, probe.config.image_tokens_per_tile)
-    del probe
-    base = build_model(args.config, args.device, dtype, **token_overrides(processor, args.config)).train()
+    base, processor = build_model_and_processor(args, dtype)
+    base = base.train()
     model = apply_lora(base, self1e_lora_config(rank=args.lora_rank, alpha=2 * args.lora_rank, dropout=0.0))
     optimizer = torch.optim.AdamW([parameter for parameter in model.parameters() if parameter.requires_grad], lr=1e-5)
     print(header(args, base, "Training step, LoRA on the language model"))
@@ -32,7 +37,9 @@ def main() -> None:
     rows = []
     for batch_size in args.batch_sizes:
         rng = np.random.default_rng(batch_size)
-        images = [PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(batch_size)]
+        images = [
+            PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(batch_size)
+        ]
         inputs = processor.prepare_segmentation_inputs(images, ["the red circle"] * batch_size)
         input_ids = inputs["input_ids"].to(args.device)
         attention_mask = inputs["attention_mask"].to(args.device)
@@ -44,7 +51,11 @@ def main() -> None:
         def step(ids, masks):
             def run():
                 outputs = model(
-                    input_ids=ids, attention_mask=attention_mask, pixel_values=pixel_values, labels=labels, gt_masks=masks
+                    input_ids=ids,
+                    attention_mask=attention_mask,
+                    pixel_values=pixel_values,
+                    labels=labels,
+                    gt_masks=masks,
                 )
                 outputs.loss.backward()
                 optimizer.step()
