@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install test demo
+.PHONY: install test demo verify-conversion shipped-model
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,9 +19,23 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q
 
+# The main job: the shipped small SELF1E segments the shipped example images (mask and overlay PNGs, IoU printed).
 demo: $(VENV)/.installed
+	$(VENV)/bin/self1e demo --out outputs/demo
+
+# Convert the reference checkpoint layout of ../shared and check every logit and loss against the authors' code.
+verify-conversion: $(VENV)/.installed
 	$(PYTHON) -m transformers_self1e.convert reference \
 		--checkpoint ../shared/reference/records/tiny-112/official_model.safetensors \
 		--reference-config ../shared/reference/records/tiny-112/meta.json \
 		--out outputs/tiny-112-converted \
 		--verify ../shared/reference/records/tiny-112
+
+# Re-train the shipped model from scratch on this CPU (seeded), score it on the held-out seed, export it in place.
+SHIPPED := src/transformers_self1e/assets/self1e-tiny-synthetic
+shipped-model: $(VENV)/.installed
+	$(PYTHON) examples/finetune_synthetic.py --out outputs/self1e-tiny-synthetic
+	$(PYTHON) benchmarks/synthetic_quality.py --model outputs/self1e-tiny-synthetic \
+		--card-results outputs/self1e-tiny-synthetic/results.json
+	$(PYTHON) -m hub_upload export outputs/self1e-tiny-synthetic --out $(SHIPPED) --overwrite \
+		--results outputs/self1e-tiny-synthetic/results.json --license apache-2.0

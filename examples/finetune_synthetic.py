@@ -1,8 +1,11 @@
 """Train a small SELF1E from scratch on the CPU on the synthetic shapes data, then evaluate it on held-out samples.
 
-The tokenizer is a small byte-level BPE learnt from the training expressions in the paper's prompt templates; the model
-is a `Self1EConfig` of the sizes given by the flags (the `tiny` preset otherwise). The folder written to `--out` holds
-the model, its processor and `eval.json` (cIoU, gIoU, N-acc, T-acc on `--eval-samples` samples of `--eval-seed`):
+Each training row is one synthetic scene with `--expressions-per-image` referring expressions, asked as that many
+question/`[SEG]` answer turns (several targets per image, as LISA-style training samples them: the same image with
+different sentences and masks is what forces the `[SEG]` state to depend on the text). The tokenizer is a small
+byte-level BPE learnt from the training prompts; the model is a `Self1EConfig` of the sizes given by the flags. The
+defaults are the recipe of the shipped model (`make shipped-model`). The folder written to `--out` holds the model,
+its processor and `eval.json` (cIoU, gIoU, N-acc, T-acc on `--eval-samples` samples of `--eval-seed`):
 
     python examples/finetune_synthetic.py --out self1e-synthetic
     self1e segment image.png "the red circle" --model self1e-synthetic
@@ -12,11 +15,13 @@ import argparse
 import random
 from pathlib import Path
 
+from datasets import load_from_disk
 from transformers import TrainingArguments
 
 from transformers_self1e import Self1EForSegmentation, Self1EImageProcessor, Self1EProcessor
-from transformers_self1e.data import SyntheticConfig, make_synthetic_referring_dataset
+from transformers_self1e.data import SyntheticConfig, make_synthetic_referring_dataset, make_synthetic_scene_dataset
 from transformers_self1e.evaluation.evaluate import evaluate_referring, write_report
+from transformers_self1e.modeling.configuration_self1e import IMAGE_FEATURE_PATHS, SEGMENTATION_ATTENTIONS
 from transformers_self1e.modeling.prompts_self1e import build_segmentation_conversation
 from transformers_self1e.presets import tiny_config
 from transformers_self1e.training import Self1EDataCollator, Self1ETrainer
@@ -28,41 +33,80 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="folder for the model, its processor and eval.json")
 
     data = parser.add_argument_group("data")
-    data.add_argument("--num-samples", type=int, default=4000, help="training samples (default 4000)")
+    data.add_argument("--num-samples", type=int, default=20000, help="training scenes (default 20000)")
+    data.add_argument(
+        "--expressions-per-image",
+        type=int,
+        default=3,
+        help="expressions (one question/[SEG] answer turn each) per training image (default 3)",
+    )
+    data.add_argument(
+        "--train-dataset",
+        help="a `make_synthetic_scene_dataset` saved with `save_to_disk`, instead of generating --num-samples scenes",
+    )
     data.add_argument("--seed", type=int, default=0, help="seed of the training samples and of training")
     data.add_argument("--eval-samples", type=int, default=200, help="held-out samples to evaluate on (default 200)")
     data.add_argument("--eval-seed", type=int, default=1, help="seed of the held-out samples (default 1)")
     data.add_argument("--image-size", type=int, help="side of the synthetic images (default: the tile size)")
+    data.add_argument(
+        "--prompts",
+        choices=("training", "validation"),
+        default="training",
+        help="the paper's training question/answer families, or only the validation prompt that segment() uses",
+    )
 
     model = parser.add_argument_group("model")
-    model.add_argument("--tile-size", type=int, default=112, help="side of an image tile (default 112)")
-    model.add_argument("--patch-size", type=int, default=14, help="ViT patch side; tile/patch must be even")
-    model.add_argument("--vision-width", type=int, default=64)
-    model.add_argument("--vision-depth", type=int, default=4)
+    model.add_argument("--tile-size", type=int, default=64, help="side of an image tile (default 64)")
+    model.add_argument("--patch-size", type=int, default=4, help="ViT patch side; tile/patch must be even (default 4)")
+    model.add_argument("--vision-width", type=int, default=96)
+    model.add_argument("--vision-depth", type=int, default=3)
     model.add_argument("--vision-heads", type=int, default=4)
     model.add_argument("--text-width", type=int, default=128)
-    model.add_argument("--text-depth", type=int, default=4)
+    model.add_argument("--text-depth", type=int, default=3)
     model.add_argument("--text-heads", type=int, default=4)
     model.add_argument("--text-kv-heads", type=int, default=2)
     model.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary learnt for the tokenizer")
+    model.add_argument(
+        "--image-feature-path",
+        choices=IMAGE_FEATURE_PATHS,
+        default="residual_amplifier",
+        help="image features the mask is read from (paper Table 5; default: RFR + RFA)",
+    )
+    model.add_argument(
+        "--segmentation-attention",
+        choices=SEGMENTATION_ATTENTIONS,
+        default="bidirectional_image_with_seg",
+        help="attention of the image tokens (paper Table 7; default: bidirectional, and they see [SEG])",
+    )
 
     training = parser.add_argument_group("training")
-    training.add_argument("--max-steps", type=int, default=3000)
+    training.add_argument("--max-steps", type=int, default=5000)
     training.add_argument("--batch-size", type=int, default=16)
-    training.add_argument("--learning-rate", type=float, default=5e-4)
+    training.add_argument("--learning-rate", type=float, default=1e-3)
     training.add_argument("--warmup", type=float, default=0.05, help="warmup steps, or a fraction of all steps")
-    training.add_argument("--logging-steps", type=int, default=50)
+    training.add_argument("--logging-steps", type=int, default=250)
+    training.add_argument("--text-loss-weight", type=float, default=1.0, help="weight of the next-token loss")
+    training.add_argument("--bce-loss-weight", type=float, default=2.0, help="weight of the mask BCE loss")
+    training.add_argument("--dice-loss-weight", type=float, default=0.5, help="weight of the mask Dice loss")
     return parser
 
 
-def with_training_prompts(dataset, seed: int):
-    """A `conversation` column: each row's expression in a training question and answer drawn by `seed` and row."""
+def with_training_prompts(dataset, seed: int, prompts: str = "training"):
+    """A `conversation` column: one question and answer turn per expression of the row (the image goes with the
+    first), in the paper's training families drawn by `seed` and row (`prompts="training"`), or all in the one
+    validation prompt that `segment()` uses."""
 
-    def conversation(expression: str, index: int) -> dict:
-        rng = random.Random(f"{seed}:{index}")
-        return {"conversation": build_segmentation_conversation(expression, rng=rng)}
+    def conversation(expressions: list[str], index: int) -> dict:
+        rng = random.Random(f"{seed}:{index}") if prompts == "training" else None
+        turns = []
+        for expression in expressions:
+            question, answer = build_segmentation_conversation(expression, rng=rng)
+            if turns:
+                question["content"] = [item for item in question["content"] if item["type"] != "image"]
+            turns += [question, answer]
+        return {"conversation": turns}
 
-    return dataset.map(conversation, input_columns="expression", with_indices=True)
+    return dataset.map(conversation, input_columns="expressions", with_indices=True)
 
 
 def conversation_texts(conversation: list[dict]) -> list[str]:
@@ -72,8 +116,10 @@ def conversation_texts(conversation: list[dict]) -> list[str]:
 def build_processor(train_dataset, args: argparse.Namespace) -> Self1EProcessor:
     """A processor whose tokenizer is learnt from the training prompts and the validation prompt of `segment`."""
     texts = []
-    for expression, conversation in zip(train_dataset["expression"], train_dataset["conversation"]):
-        texts += conversation_texts(conversation) + conversation_texts(build_segmentation_conversation(expression))
+    for expressions, conversation in zip(train_dataset["expressions"], train_dataset["conversation"]):
+        texts += conversation_texts(conversation)
+        for expression in expressions:
+            texts += conversation_texts(build_segmentation_conversation(expression))
     tokenizer = train_small_tokenizer(texts, vocab_size=args.vocab_size)
     image_seq_length = (args.tile_size // args.patch_size // 2) ** 2
     return Self1EProcessor(Self1EImageProcessor(size=args.tile_size), tokenizer, image_seq_length=image_seq_length)
@@ -100,6 +146,11 @@ def build_model(processor: Self1EProcessor, args: argparse.Namespace) -> Self1EF
         image_token_id=processor.image_token_id,
         seg_token_id=processor.seg_token_id,
         image_seq_length=processor.image_seq_length,
+        image_feature_path=args.image_feature_path,
+        segmentation_attention=args.segmentation_attention,
+        text_loss_weight=args.text_loss_weight,
+        bce_loss_weight=args.bce_loss_weight,
+        dice_loss_weight=args.dice_loss_weight,
     )
     processor.check_model_config(config)
     return Self1EForSegmentation(config)
@@ -109,9 +160,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     synthetic_config = SyntheticConfig(image_size=args.image_size or args.tile_size)
-    train_dataset = with_training_prompts(
-        make_synthetic_referring_dataset(args.num_samples, args.seed, synthetic_config), args.seed
-    )
+    if args.train_dataset:
+        samples = load_from_disk(args.train_dataset)
+    else:
+        samples = make_synthetic_scene_dataset(
+            args.num_samples, args.seed, args.expressions_per_image, synthetic_config
+        )
+    train_dataset = with_training_prompts(samples, args.seed, args.prompts)
     processor = build_processor(train_dataset, args)
     model = build_model(processor, args)
 

@@ -1,5 +1,6 @@
 """`self1e` command line.
 
+    self1e demo [--model PATH] [--out outputs/demo]
     self1e segment IMAGE "prompt" [--model PATH] [--out mask.png] [--overlay overlay.png]
     self1e evaluate --dataset synthetic[:100] | SAVED_DATASET [--split validation] [--model PATH] [--out report.json]
 """
@@ -12,22 +13,24 @@ import numpy as np
 import PIL.Image
 import torch
 
+from .demo import DEMO_EXAMPLES, SHIPPED_MODEL, mask_iou, overlay, read_mask, run_demo
 from .modeling import Self1EForSegmentation, Self1EProcessor
-
-DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "self1e-tiny-synthetic"
-OVERLAY_COLORS = np.array(
-    [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)],
-    dtype=np.float32,
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="self1e", description="SELF1E: segment what a sentence describes.")
     commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="segment the shipped example images, write mask and overlay PNGs")
+    demo.add_argument("--model", default=str(SHIPPED_MODEL), help="model folder (default: the shipped model)")
+    demo.add_argument("--examples", default=str(DEMO_EXAMPLES), help="folder with examples.json (default: shipped)")
+    demo.add_argument("--out", default="outputs/demo", help="folder for the PNGs (default outputs/demo)")
+    demo.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    demo.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+
     segment = commands.add_parser("segment", help="segment an image with text prompts or class names")
     segment.add_argument("image", help="image file")
     segment.add_argument("prompts", nargs="*", help="what to segment, e.g. 'the red circle on the left'")
-    segment.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped model)")
+    segment.add_argument("--model", default=str(SHIPPED_MODEL), help="model folder (default: the shipped model)")
     segment.add_argument("--classes", help="comma-separated class names for a semantic map, instead of prompts")
     segment.add_argument("--out", default="mask.png", help="mask PNG; with several prompts, mask-0.png, mask-1.png, ...")
     segment.add_argument("--overlay", help="write the image with the masks drawn over it to this PNG")
@@ -45,10 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(PATH[:N] for its first N rows)",
     )
     evaluate.add_argument("--split", help="split of a saved DatasetDict (default: its only split)")
-    evaluate.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped model)")
+    evaluate.add_argument("--model", default=str(SHIPPED_MODEL), help="model folder (default: the shipped model)")
     evaluate.add_argument("--out", default="report.json", help="JSON report (default report.json)")
     evaluate.add_argument("--seed", type=int, default=1, help="seed of the synthetic samples (default 1; training: 0)")
-    evaluate.add_argument("--image-size", type=int, default=224, help="side of the synthetic images (default 224)")
+    evaluate.add_argument("--image-size", type=int, help="side of the synthetic images (default: the model's tile)")
     evaluate.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     evaluate.add_argument("--max-tiles", type=int, help="tile large images into at most this many tiles")
     evaluate.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -61,23 +64,6 @@ def mask_paths(out: str, count: int) -> list[Path]:
     if count == 1:
         return [path]
     return [path.with_name(f"{path.stem}-{index}{path.suffix or '.png'}") for index in range(count)]
-
-
-def overlay(image: PIL.Image.Image, masks: torch.Tensor, alpha: float = 0.5) -> PIL.Image.Image:
-    """The image with each mask tinted in its own colour."""
-    canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
-    for index, mask in enumerate(masks.numpy()):
-        color = OVERLAY_COLORS[index % len(OVERLAY_COLORS)]
-        canvas[mask] = (1 - alpha) * canvas[mask] + alpha * color
-    return PIL.Image.fromarray(canvas.round().astype(np.uint8))
-
-
-def intersection_over_union(mask: torch.Tensor, gt_path: str) -> float:
-    gt = torch.from_numpy(np.asarray(PIL.Image.open(gt_path).convert("L")) > 0)
-    if gt.shape != mask.shape:
-        raise ValueError(f"--gt is {tuple(gt.shape)} but the image is {tuple(mask.shape)}")
-    union = (gt | mask).sum().item()
-    return 1.0 if union == 0 else (gt & mask).sum().item() / union
 
 
 def load_model(args: argparse.Namespace) -> tuple[Self1EForSegmentation, Self1EProcessor]:
@@ -117,7 +103,18 @@ def run_segment(args: argparse.Namespace) -> int:
         overlay(image, result.masks).save(args.overlay)
         print(f"overlay -> {args.overlay}")
     if args.gt:
-        print(f"IoU with {args.gt}: {intersection_over_union(result.masks[0], args.gt):.4f}")
+        print(f"IoU with {args.gt}: {mask_iou(result.masks[0], read_mask(args.gt)):.4f}")
+    return 0
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    model, processor = load_model(args)
+    rows = run_demo(model, processor, args.out, folder=args.examples)
+    width = max(len(row["prompt"]) for row in rows)
+    for row in rows:
+        found = "empty mask" if row["no_target"] else f"{row['pixels']} px"
+        print(f"{row['name']:<24} {row['prompt']!r:<{width + 2}} IoU {row['iou']:.3f}  ({found}) -> {row['overlay']}")
+    print(f"mean IoU {np.mean([row['iou'] for row in rows]):.3f} over {len(rows)} examples; masks in {args.out}")
     return 0
 
 
@@ -126,10 +123,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import evaluate_referring, load_evaluation_dataset, write_report
 
     synthetic = args.dataset.split("[")[0] == "synthetic"
-    dataset = load_evaluation_dataset(
-        args.dataset, split=args.split, seed=args.seed, synthetic_config=SyntheticConfig(image_size=args.image_size)
-    )
     model, processor = load_model(args)
+    image_size = args.image_size or model.config.tile_size
+    dataset = load_evaluation_dataset(
+        args.dataset, split=args.split, seed=args.seed, synthetic_config=SyntheticConfig(image_size=image_size)
+    )
     results = evaluate_referring(
         model,
         processor,
@@ -158,7 +156,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run_evaluate(args) if args.command == "evaluate" else run_segment(args)
+        commands = {"demo": run_demo_command, "evaluate": run_evaluate, "segment": run_segment}
+        return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

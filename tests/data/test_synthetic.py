@@ -14,7 +14,9 @@ from transformers_self1e.data import (
     COLOR_PALETTE,
     SyntheticConfig,
     generate_referring_sample,
+    generate_referring_scene,
     make_synthetic_referring_dataset,
+    make_synthetic_scene_dataset,
 )
 
 SHAPE_WORDS = {"circle", "square", "rectangle", "triangle", "ring", "bar"}
@@ -246,3 +248,31 @@ def test_non_square_images() -> None:
 def test_config_rejects_bad_values(overrides: dict) -> None:
     with pytest.raises(ValueError):
         SyntheticConfig(**overrides)
+
+
+def test_scene_expressions_each_select_exactly_their_masks() -> None:
+    config = SyntheticConfig(image_size=64)
+    counts = Counter()
+    for index in range(60):
+        image, expressions, masks, info = generate_referring_scene(3, index, 3, config)
+        pixels, objects = np.asarray(image), info["objects"]
+        assert 1 <= len(expressions) <= 3 and len(set(expressions)) == len(expressions)
+        assert len(masks) == len(expressions) == len(info["expression_kinds"])
+        for expression, mask, kind in zip(expressions, masks, info["expression_kinds"]):
+            selected = evaluate(expression, objects, config)
+            assert (kind == "no_target") == (not selected), expression
+            assert mask.shape == pixels.shape[:2] and mask.sum() == sum(objects[i]["visible_area"] for i in selected)
+            assert {tuple(pixel) for pixel in pixels[mask]} <= {COLOR_PALETTE[objects[i]["color"]] for i in selected}
+        counts[len(expressions)] += 1
+    assert counts[3] > 40
+
+
+def test_scene_dataset_rows_equal_the_generator() -> None:
+    dataset = make_synthetic_scene_dataset(3, seed=4, num_expressions=2, config=SyntheticConfig(image_size=64))
+    image, expressions, masks, info = generate_referring_scene(4, 2, 2, SyntheticConfig(image_size=64))
+    row = dataset[2]
+    assert row["expressions"] == expressions and row["expression_kinds"] == info["expression_kinds"]
+    assert np.array_equal(np.asarray(row["image"]), np.asarray(image))
+    assert all(np.array_equal(np.asarray(got) > 0, want) for got, want in zip(row["masks"], masks))
+    with pytest.raises(ValueError, match="num_expressions"):
+        generate_referring_scene(4, 0, 0)

@@ -16,7 +16,9 @@ from .synthetic import (
     COLOR_PALETTE,
     SyntheticConfig,
     generate_referring_sample,
+    generate_referring_scene,
     make_synthetic_referring_dataset,
+    make_synthetic_scene_dataset,
     synthetic_dataset_features,
 )
 
@@ -48,6 +50,7 @@ __all__ = [
     "empty_rle",
     "encode_rle",
     "generate_referring_sample",
+    "generate_referring_scene",
     "image_rng",
     "llava_to_conversation",
     "load_llava_vqa",
@@ -55,6 +58,7 @@ __all__ = [
     "load_referring_segmentation",
     "load_semantic_segmentation",
     "make_synthetic_referring_dataset",
+    "make_synthetic_scene_dataset",
     "merge_rles",
     "mix_datasets",
     "reason_seg_mask",

@@ -499,6 +499,70 @@ def generate_referring_sample(
     return image, referral.expression, mask, info
 
 
+def generate_referring_scene(
+    seed: int, index: int, num_expressions: int, config: SyntheticConfig | None = None
+) -> tuple[Image.Image, list[str], list[np.ndarray], dict]:
+    """Scene `index` of `seed` with up to `num_expressions` distinct expressions about it, for training with several
+    `[SEG]` turns per image (as LISA-style training does): (RGB image, expressions, bool masks, info). The info dict
+    holds `expression_kinds` and `objects` (as in `generate_referring_sample`).
+
+    Each expression's type (single, multi or no target) is drawn with the config's rates; a draw that gives no new
+    expression is skipped, so a crowded-out scene may have fewer. Draws from `default_rng([seed, index,
+    num_expressions])`, a stream separate from `generate_referring_sample`'s.
+    """
+    if num_expressions < 1:
+        raise ValueError(f"num_expressions must be >= 1, got {num_expressions}")
+    config = config or SyntheticConfig()
+    rng = np.random.default_rng([seed, index, num_expressions])
+    for _ in range(_SCENE_ATTEMPTS):
+        objects, labels = _sample_scene(rng, config)
+        referrals: dict[str, _Referral] = {}
+        for _ in range(2 * num_expressions):
+            referral = _refer(rng, _draw_referral_type(rng, config), objects, config)
+            if referral is not None:
+                referrals.setdefault(referral.expression, referral)
+            if len(referrals) == num_expressions:
+                break
+        if referrals:
+            break
+    else:
+        raise ValueError(f"no expression found in {_SCENE_ATTEMPTS} scenes; loosen the config")
+    image = _render(rng, config, objects, labels)
+    masks = [np.isin(labels, [target + 1 for target in referral.target_indices]) for referral in referrals.values()]
+    visible_areas = np.bincount(labels.ravel(), minlength=len(objects) + 1)[1:]
+    info = {
+        "expression_kinds": [referral.kind for referral in referrals.values()],
+        "objects": [obj.info(int(visible)) for obj, visible in zip(objects, visible_areas)],
+    }
+    return image, list(referrals), masks, info
+
+
+def make_synthetic_scene_dataset(
+    num_samples: int, seed: int, num_expressions: int, config: SyntheticConfig | None = None
+) -> "datasets.Dataset":
+    """Scenes 0..num_samples-1 of `seed` (`generate_referring_scene`) as a `datasets.Dataset` with columns `image`,
+    `expressions` (list of strings), `masks` (list of mode "L" images, one per expression) and `expression_kinds`."""
+    from datasets import Dataset, Features, Sequence, Value
+    from datasets import Image as ImageFeature
+
+    features = Features(
+        {
+            "image": ImageFeature(mode="RGB"),
+            "expressions": Sequence(Value("string")),
+            "masks": Sequence(ImageFeature(mode="L")),
+            "expression_kinds": Sequence(Value("string")),
+        }
+    )
+    rows = []
+    for index in range(num_samples):
+        image, expressions, masks, info = generate_referring_scene(seed, index, num_expressions, config)
+        mask_images = [Image.fromarray(mask.astype(np.uint8) * 255) for mask in masks]
+        row = {"image": image, "expressions": expressions, "masks": mask_images}
+        row["expression_kinds"] = info["expression_kinds"]
+        rows.append(features.encode_example(row))
+    return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
+
+
 def synthetic_dataset_features() -> "datasets.Features":
     """Column schema of `make_synthetic_referring_dataset`."""
     from datasets import Features, Value
