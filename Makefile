@@ -38,4 +38,4 @@ shipped-model: $(VENV)/.installed
 	$(PYTHON) benchmarks/synthetic_quality.py --model outputs/self1e-tiny-synthetic \
 		--card-results outputs/self1e-tiny-synthetic/results.json
 	$(PYTHON) -m hub_upload export outputs/self1e-tiny-synthetic --out $(SHIPPED) --overwrite \
-		--results outputs/self1e-tiny-synthetic/results.json --license apache-2.0
+		--results outputs/self1e-tiny-synthetic/results.json --license apache-2.0 --link-code

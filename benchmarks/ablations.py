@@ -93,7 +93,9 @@ def main() -> None:
     variants = [(path, FULL[1]) for path in FEATURE_PATHS] + [(FULL[0], attention) for attention in ATTENTIONS]
     variants = list(dict.fromkeys(variants))
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {variant: pool.submit(train_and_evaluate, *variant, train_data, args, passthrough) for variant in variants}
+        futures = {
+            variant: pool.submit(train_and_evaluate, *variant, train_data, args, passthrough) for variant in variants
+        }
         reports = {variant: future.result() for variant, future in futures.items()}
     print("Image features (paper Table 5), attention as in the full model:\n")
     print(table(header, [row(name, reports[(path, FULL[1])]) for path, name in FEATURE_PATHS.items()]) + "\n")

@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dataset", action="append", default=[], help="Hub id of a training dataset (repeatable)")
     export.add_argument("--repo-id", help="repository the folder is meant for, used in the card's code snippets")
     export.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
+    export.add_argument(
+        "--link-code",
+        action="store_true",
+        help="link the remote-code files to this checkout's modeling/ instead of copying them (folders kept in the "
+        "repository, such as the shipped model)",
+    )
 
     push = commands.add_parser("push", help="check a Hub folder and upload it")
     push.add_argument("folder", metavar="DIR")
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 datasets=args.dataset,
                 repo_id=args.repo_id,
                 overwrite=args.overwrite,
+                link_code=args.link_code,
             )
             print(f"wrote {out}")
             return 0

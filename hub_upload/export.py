@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ def export_hub_folder(
     datasets: Sequence[str] = (),
     repo_id: str | None = None,
     overwrite: bool = False,
+    link_code: bool = False,
 ) -> Path:
     """Writes everything a Hub repository of the model needs into `out_dir`.
 
@@ -53,6 +55,9 @@ def export_hub_folder(
         datasets: Hub ids of the training datasets, for the card's metadata.
         repo_id: the repository the folder is meant for, used in the card's snippets.
         overwrite: replace the contents of a non-empty `out_dir`.
+        link_code: write the remote-code files as relative symbolic links to this checkout's `modeling/` instead of
+            copies, for a folder kept inside the repository (the shipped model): one source of truth, and copying
+            the folder (`shutil.copytree`, `cp -L`) still gives real files.
 
     Raises:
         FileExistsError: `out_dir` is not empty and `overwrite` is False.
@@ -78,7 +83,7 @@ def export_hub_folder(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        _write_folder(model, processor, staging, max_shard_size)
+        _write_folder(model, processor, staging, max_shard_size, link_code)
         card = build_model_card(
             model.config,
             repo_id=repo_id or f"your-org/{out_dir.name}",
@@ -102,7 +107,11 @@ def export_hub_folder(
 
 
 def _write_folder(
-    model: Self1EForSegmentation, processor: Self1EProcessor, folder: Path, max_shard_size: str | int
+    model: Self1EForSegmentation,
+    processor: Self1EProcessor,
+    folder: Path,
+    max_shard_size: str | int,
+    link_code: bool = False,
 ) -> None:
     # Weights under the model's own module names, as the converters write them, rather than transformers' reverse
     # mapping to the pre-v5 InternVL layout (`model.language_model.model.*`).
@@ -123,7 +132,11 @@ def _write_folder(
     for stale in folder.glob("*.py"):
         stale.unlink()
     for source in code_files():
-        shutil.copyfile(source, folder / source.name)
+        if link_code:
+            # `folder` is a sibling of the final folder, so the relative link stays right after the rename.
+            (folder / source.name).symlink_to(os.path.relpath(source, folder.resolve()))
+        else:
+            shutil.copyfile(source, folder / source.name)
 
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text())

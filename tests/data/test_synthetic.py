@@ -17,6 +17,7 @@ from transformers_self1e.data import (
     generate_referring_scene,
     make_synthetic_referring_dataset,
     make_synthetic_scene_dataset,
+    object_pixels,
 )
 
 SHAPE_WORDS = {"circle", "square", "rectangle", "triangle", "ring", "bar"}
@@ -276,3 +277,11 @@ def test_scene_dataset_rows_equal_the_generator() -> None:
     assert all(np.array_equal(np.asarray(got) > 0, want) for got, want in zip(row["masks"], masks))
     with pytest.raises(ValueError, match="num_expressions"):
         generate_referring_scene(4, 0, 0)
+
+
+def test_object_pixels_are_exactly_the_visible_objects() -> None:
+    config = SyntheticConfig(image_size=64, thin_bar_rate=0.3, ring_rate=0.3)
+    for image, expression, mask, info in samples(seed=6, count=40, config=config):
+        objects = object_pixels(image)
+        assert objects.sum() == sum(obj["visible_area"] for obj in info["objects"]), expression
+        assert not (mask & ~objects).any()

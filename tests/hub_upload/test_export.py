@@ -180,6 +180,17 @@ def test_converted_folder_with_a_tokenizer_only(exported, tmp_path):
     assert Self1EProcessor.from_pretrained(out).token_ids == processor.token_ids
 
 
+def test_linked_code_points_at_the_modeling_directory(exported, tmp_path):
+    _, model, processor = exported
+    out = export_hub_folder(model, tmp_path / "nested" / "hub", processor=processor, link_code=True)
+    linked = sorted(out.glob("*.py"))
+    assert [path.name for path in linked] == sorted(path.name for path in MODELING_DIR.glob("*.py"))
+    for path in linked:
+        assert path.is_symlink() and not path.readlink().is_absolute()
+        assert path.resolve() == (MODELING_DIR / path.name).resolve()
+    assert not (out / "model.safetensors").is_symlink()
+
+
 def test_export_errors_exit_with_code_2(exported, tmp_path, capsys):
     folder, model, processor = exported
     assert hub_main(["export", str(folder), "--out", str(folder)]) == 2

@@ -19,6 +19,7 @@ from .synthetic import (
     generate_referring_scene,
     make_synthetic_referring_dataset,
     make_synthetic_scene_dataset,
+    object_pixels,
     synthetic_dataset_features,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "make_synthetic_scene_dataset",
     "merge_rles",
     "mix_datasets",
+    "object_pixels",
     "reason_seg_mask",
     "rows_to_dataset",
     "segmentation_row",

@@ -563,6 +563,16 @@ def make_synthetic_scene_dataset(
     return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
 
 
+def object_pixels(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Bool `(height, width)` mask of every object of a synthetic image: what a text-blind segmenter would answer.
+
+    The background is grey (R = G = B) no brighter than its top level plus the texture amplitude; every palette colour
+    is either saturated or brighter than that, so this is exact."""
+    pixels = np.asarray(image).astype(np.int16)
+    grey = (pixels[..., 0] == pixels[..., 1]) & (pixels[..., 1] == pixels[..., 2])
+    return ~(grey & (pixels[..., 0] <= _BACKGROUND_LEVELS[1] + _TEXTURE_AMPLITUDE))
+
+
 def synthetic_dataset_features() -> "datasets.Features":
     """Column schema of `make_synthetic_referring_dataset`."""
     from datasets import Features, Value

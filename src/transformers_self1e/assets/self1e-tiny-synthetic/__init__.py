@@ -1,0 +1,1 @@
+../../../../modeling/__init__.py

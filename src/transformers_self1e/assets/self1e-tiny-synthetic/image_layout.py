@@ -1,0 +1,1 @@
+../../../../modeling/image_layout.py

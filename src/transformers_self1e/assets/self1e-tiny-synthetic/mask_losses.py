@@ -1,0 +1,1 @@
+../../../../modeling/mask_losses.py

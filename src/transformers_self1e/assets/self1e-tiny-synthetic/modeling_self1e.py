@@ -1,0 +1,1 @@
+../../../../modeling/modeling_self1e.py

@@ -1,0 +1,1 @@
+../../../../modeling/predictor.py

@@ -1,0 +1,1 @@
+../../../../modeling/processing_self1e.py

@@ -1,0 +1,1 @@
+../../../../modeling/prompts_self1e.py

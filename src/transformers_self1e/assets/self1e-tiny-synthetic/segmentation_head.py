@@ -1,0 +1,1 @@
+../../../../modeling/segmentation_head.py
