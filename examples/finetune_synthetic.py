@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 
 from datasets import load_from_disk
-from transformers import TrainingArguments
+from transformers import TrainingArguments, set_seed
 
 from transformers_self1e import Self1EForSegmentation, Self1EImageProcessor, Self1EProcessor
 from transformers_self1e.data import SyntheticConfig, make_synthetic_referring_dataset, make_synthetic_scene_dataset
@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
     train_dataset = with_training_prompts(samples, args.seed, args.prompts)
     processor = build_processor(train_dataset, args)
+    # Trainer seeds only when it is built; the weights are initialised before that.
+    set_seed(args.seed)
     model = build_model(processor, args)
 
     training_args = TrainingArguments(

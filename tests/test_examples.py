@@ -41,3 +41,15 @@ def test_finetune_synthetic_trains_saves_and_evaluates(tmp_path):
     assert result.masks.shape == (1, 60, 90) and result.masks.dtype == torch.bool
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["metrics"]["num_samples"] == 2 and report["seed"] == 1
+
+
+def test_finetune_synthetic_is_reproducible_from_its_seed(tmp_path):
+    sizes = ["--tile-size", "32", "--patch-size", "8", "--vision-width", "16", "--vision-depth", "1"]
+    sizes += ["--text-width", "16", "--text-depth", "1", "--text-heads", "2", "--text-kv-heads", "1"]
+    arguments = ["--num-samples", "4", "--eval-samples", "1", "--vocab-size", "300", "--image-size", "64"]
+    arguments += ["--max-steps", "2", "--batch-size", "2", *sizes]
+    script = example("finetune_synthetic.py")
+    for name in ("first", "second"):
+        script["main"](["--out", str(tmp_path / name), *arguments])
+    first, second = (Self1EForSegmentation.from_pretrained(tmp_path / name).state_dict() for name in ("first", "second"))
+    assert all(torch.equal(first[key], second[key]) for key in first)
