@@ -72,9 +72,9 @@ class Self1ESegmentationOutput(ModelOutput):
         image (threshold at 0; `height` is twice the ViT grid of all tiles with the default head). Samples without
         `[SEG]` get an empty `(0, height, width)` tensor (`(0, 0, 0)` without an image).
     past_key_values (`Cache`, *optional*):
-        Cached keys and values of the language model (transformers < 5.24).
+        Cached keys and values of the language model (transformers < 5.24; from 5.24 a read-only alias of `cache`).
     cache (`Cache`, *optional*):
-        The same, under the name transformers >= 5.24 uses.
+        The same, under the name transformers >= 5.24 uses (absent before 5.24).
     hidden_states (`tuple(torch.FloatTensor)`, *optional*):
         Hidden states of the language model, when `output_hidden_states=True`.
     attentions (`tuple(torch.FloatTensor)`, *optional*):
@@ -89,8 +89,11 @@ class Self1ESegmentationOutput(ModelOutput):
     mask_dice_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     pred_masks: list[torch.FloatTensor] | None = None
-    past_key_values: Cache | None = None
-    cache: Cache | None = None
+    # One field under this transformers' name: 5.24 outputs map the other name onto it (and warn when it is set).
+    if CACHE_NAME == "cache":
+        cache: Cache | None = None
+    else:
+        past_key_values: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: torch.FloatTensor | None = None
