@@ -2,6 +2,7 @@
 loads from a clean interpreter, from a copy of its folder and in bf16, and `self1e demo` writes its PNGs."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -138,3 +139,9 @@ def test_copied_folder_loads_with_remote_code_in_a_clean_interpreter(tmp_path, s
         """
     result = run_without_package(script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_readme_names_shipped_example_files():
+    readme = (DEMO_EXAMPLES.parents[3] / "README.md").read_text()
+    named = set(re.findall(r"src/transformers_self1e/assets/examples/([\w.-]+\.png)", readme))
+    assert named and all((DEMO_EXAMPLES / name).is_file() for name in named)
