@@ -13,7 +13,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .demo import DEMO_EXAMPLES, SHIPPED_MODEL, mask_iou, overlay, read_mask, run_demo
+from .demo import DEMO_EXAMPLES, SHIPPED_MODEL, mask_iou, overlay, read_mask, run_demo, save_mask
 from .modeling import Self1EForSegmentation, Self1EProcessor
 
 
@@ -96,7 +96,7 @@ def run_segment(args: argparse.Namespace) -> int:
         mask_paths(args.out, len(result.prompts)), result.prompts, result.masks, result.scores, result.no_target
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
-        PIL.Image.fromarray(mask.numpy().astype(np.uint8) * 255).save(path)
+        save_mask(mask, path)
         status = "no target" if empty else f"score {score:.3f}, {int(mask.sum())} px"
         print(f"{label!r}: {status} -> {path}")
     if args.overlay:

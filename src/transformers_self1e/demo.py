@@ -70,7 +70,7 @@ def write_demo_examples(folder: str | Path, seed: int, image_size: int) -> list[
             wanted.remove(category)
             name = f"{len(examples):02d}-{category[0]}-{category[1]}"
             image.save(folder / f"{name}.png")
-            PIL.Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{name}-gt.png")
+            save_mask(mask, folder / f"{name}-gt.png")
             examples.append(DemoExample(name, f"{name}.png", expression, f"{name}-gt.png", seed, index))
         index += 1
     (folder / "examples.json").write_text(json.dumps([asdict(example) for example in examples], indent=2) + "\n")
@@ -84,6 +84,11 @@ def overlay(image: PIL.Image.Image, masks: torch.Tensor, alpha: float = 0.5) -> 
         color = OVERLAY_COLORS[index % len(OVERLAY_COLORS)]
         canvas[mask] = (1 - alpha) * canvas[mask] + alpha * color
     return PIL.Image.fromarray(canvas.round().astype(np.uint8))
+
+
+def save_mask(mask: torch.Tensor | np.ndarray, path: str | Path) -> None:
+    """Write a bool mask as a mode "L" PNG, 255 inside (what `read_mask` reads back)."""
+    PIL.Image.fromarray(np.asarray(mask).astype(np.uint8) * 255).save(path)
 
 
 def read_mask(path: str | Path) -> torch.Tensor:
@@ -118,7 +123,7 @@ def run_demo(
         result = model.segment(image, example.prompt, processor=processor)
         mask = result.masks[0]
         mask_path, overlay_path = out / f"{example.name}-mask.png", out / f"{example.name}-overlay.png"
-        PIL.Image.fromarray(mask.numpy().astype(np.uint8) * 255).save(mask_path)
+        save_mask(mask, mask_path)
         overlay(image, result.masks).save(overlay_path)
         rows.append(
             {

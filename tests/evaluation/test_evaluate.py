@@ -20,6 +20,7 @@ from transformers_self1e.data import (
     segmentation_row,
 )
 from transformers_self1e.evaluation import evaluate_referring
+from transformers_self1e.evaluation.evaluate import text_blind_referring_metrics
 
 CONFIG = SyntheticConfig(image_size=112, no_target_rate=0.3)
 
@@ -127,3 +128,16 @@ def test_cli_writes_the_report(model_and_processor, dataset, tmp_path, capsys):
 
     assert main([*arguments, "--dataset", str(saved), "--out", str(out)]) == 2
     assert "pass one with --split" in capsys.readouterr().err
+
+
+def test_text_blind_answer_is_every_object():
+    dataset = make_synthetic_referring_dataset(12, 3, CONFIG)
+    # Every target lies inside the objects, so each IoU is |target| / |objects|; no-target samples score 0.
+    ious = []
+    for row in dataset:
+        image, mask = np.asarray(row["image"]), np.asarray(row["mask"]) > 0
+        objects = ~((image[..., 0] == image[..., 1]) & (image[..., 1] == image[..., 2]) & (image[..., 0] <= 100))
+        ious.append(mask.sum() / objects.sum())
+    metrics = text_blind_referring_metrics(dataset)
+    assert metrics["giou"] == pytest.approx(np.mean(ious), abs=1e-4)
+    assert metrics["n_acc"] == 0.0

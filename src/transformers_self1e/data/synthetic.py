@@ -459,6 +459,17 @@ def _render(
     return Image.fromarray(canvas)
 
 
+def _referral_mask(labels: np.ndarray, referral: _Referral) -> np.ndarray:
+    """The visible pixels of the referral's targets (all False for no target)."""
+    return np.isin(labels, [target + 1 for target in referral.target_indices])
+
+
+def _objects_info(objects: list[_SceneObject], labels: np.ndarray) -> list[dict]:
+    """Each object's info, with the pixels of it left visible in the label map."""
+    visible_areas = np.bincount(labels.ravel(), minlength=len(objects) + 1)[1:]
+    return [obj.info(int(visible)) for obj, visible in zip(objects, visible_areas)]
+
+
 def generate_referring_sample(
     seed: int, index: int, config: SyntheticConfig | None = None
 ) -> tuple[Image.Image, str, np.ndarray, dict]:
@@ -482,8 +493,7 @@ def generate_referring_sample(
     else:
         raise ValueError(f"no {referral_type!r} expression found in {_SCENE_ATTEMPTS} scenes; loosen the config")
     image = _render(rng, config, objects, labels)
-    mask = np.isin(labels, [index + 1 for index in referral.target_indices])
-    visible_areas = np.bincount(labels.ravel(), minlength=len(objects) + 1)[1:]
+    mask = _referral_mask(labels, referral)
     info = {
         "sample_id": index,
         "seed": seed,
@@ -494,7 +504,7 @@ def generate_referring_sample(
         "target_shape": referral.target_shape,
         "target_color": referral.target_color,
         "target_size_class": referral.target_size_class,
-        "objects": [obj.info(int(visible)) for obj, visible in zip(objects, visible_areas)],
+        "objects": _objects_info(objects, labels),
     }
     return image, referral.expression, mask, info
 
@@ -528,11 +538,10 @@ def generate_referring_scene(
     else:
         raise ValueError(f"no expression found in {_SCENE_ATTEMPTS} scenes; loosen the config")
     image = _render(rng, config, objects, labels)
-    masks = [np.isin(labels, [target + 1 for target in referral.target_indices]) for referral in referrals.values()]
-    visible_areas = np.bincount(labels.ravel(), minlength=len(objects) + 1)[1:]
+    masks = [_referral_mask(labels, referral) for referral in referrals.values()]
     info = {
         "expression_kinds": [referral.kind for referral in referrals.values()],
-        "objects": [obj.info(int(visible)) for obj, visible in zip(objects, visible_areas)],
+        "objects": _objects_info(objects, labels),
     }
     return image, list(referrals), masks, info
 

@@ -10,10 +10,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from transformers.utils import logging
 
 from ..data.masks import to_binary_mask
-from ..data.synthetic import SyntheticConfig, make_synthetic_referring_dataset
+from ..data.synthetic import SyntheticConfig, make_synthetic_referring_dataset, object_pixels
 from .metrics import ReferringSegmentationMetrics
 
 if TYPE_CHECKING:
@@ -93,6 +94,16 @@ def evaluate_referring(
         "num_images": num_images,
         "wall_time_s": time.perf_counter() - start,
     }
+
+
+def text_blind_referring_metrics(dataset: "datasets.Dataset | Sequence[Mapping]") -> dict:
+    """The metrics (as `evaluate_referring`'s `metrics`) of answering every expression of synthetic rows with every
+    object of the image (`object_pixels`): the best a segmenter that ignores the text can do."""
+    metrics = ReferringSegmentationMetrics()
+    for row in dataset:
+        for _, mask in referring_targets(row):
+            metrics.update(torch.from_numpy(object_pixels(row["image"])), to_binary_mask(mask))
+    return metrics.compute()
 
 
 def write_report(report: Mapping, path: str | Path) -> Path:
