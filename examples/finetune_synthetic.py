@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--eval-seed", type=int, default=1, help="seed of the held-out samples (default 1)")
     data.add_argument("--image-size", type=int, help="side of the synthetic images (default: the tile size)")
     data.add_argument(
+        "--no-target-rate", type=float, default=0.1, help="share of expressions that match no object (default 0.1)"
+    )
+    data.add_argument(
         "--prompts",
         choices=("training", "validation"),
         default="training",
@@ -56,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     model = parser.add_argument_group("model")
+    model.add_argument(
+        "--init-model",
+        help="continue training this model folder (weights, processor and sizes) instead of a new model of the flags",
+    )
     model.add_argument("--tile-size", type=int, default=64, help="side of an image tile (default 64)")
     model.add_argument("--patch-size", type=int, default=4, help="ViT patch side; tile/patch must be even (default 4)")
     model.add_argument("--vision-width", type=int, default=96)
@@ -85,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--learning-rate", type=float, default=1e-3)
     training.add_argument("--warmup", type=float, default=0.05, help="warmup steps, or a fraction of all steps")
     training.add_argument("--logging-steps", type=int, default=250)
+    training.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (default: only the end)")
     training.add_argument("--text-loss-weight", type=float, default=1.0, help="weight of the next-token loss")
     training.add_argument("--bce-loss-weight", type=float, default=2.0, help="weight of the mask BCE loss")
     training.add_argument("--dice-loss-weight", type=float, default=0.5, help="weight of the mask Dice loss")
@@ -159,7 +167,13 @@ def build_model(processor: Self1EProcessor, args: argparse.Namespace) -> Self1EF
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
-    synthetic_config = SyntheticConfig(image_size=args.image_size or args.tile_size)
+    if args.init_model:
+        processor = Self1EProcessor.from_pretrained(args.init_model)
+        model = Self1EForSegmentation.from_pretrained(args.init_model)
+        args.tile_size = model.config.tile_size
+    synthetic_config = SyntheticConfig(
+        image_size=args.image_size or args.tile_size, no_target_rate=args.no_target_rate
+    )
     if args.train_dataset:
         samples = load_from_disk(args.train_dataset)
     else:
@@ -167,10 +181,11 @@ def main(argv: list[str] | None = None) -> dict:
             args.num_samples, args.seed, args.expressions_per_image, synthetic_config
         )
     train_dataset = with_training_prompts(samples, args.seed, args.prompts)
-    processor = build_processor(train_dataset, args)
-    # Trainer seeds only when it is built; the weights are initialised before that.
-    set_seed(args.seed)
-    model = build_model(processor, args)
+    if not args.init_model:
+        processor = build_processor(train_dataset, args)
+        # Trainer seeds only when it is built; the weights are initialised before that.
+        set_seed(args.seed)
+        model = build_model(processor, args)
 
     training_args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -180,7 +195,8 @@ def main(argv: list[str] | None = None) -> dict:
         lr_scheduler_type="cosine",
         warmup_steps=args.warmup,
         logging_steps=args.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if args.save_steps else "no",
+        save_steps=args.save_steps or 500,
         report_to="none",
         remove_unused_columns=False,
         seed=args.seed,
@@ -195,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.train()
     trainer.save_model(str(out))
 
-    eval_dataset = make_synthetic_referring_dataset(args.eval_samples, args.eval_seed, synthetic_config)
+    eval_config = SyntheticConfig(image_size=synthetic_config.image_size)
+    eval_dataset = make_synthetic_referring_dataset(args.eval_samples, args.eval_seed, eval_config)
     report = evaluate_referring(model.eval(), processor, eval_dataset, show_progress=True)
     write_report({"dataset": f"synthetic[:{args.eval_samples}]", "seed": args.eval_seed, **report}, out / "eval.json")
     metrics = report["metrics"]

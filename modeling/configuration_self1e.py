@@ -96,6 +96,15 @@ class Self1EConfig(InternVLConfig):
     def image_tokens_per_tile(self) -> int:
         return self.llm_grid_size**2
 
+    @property
+    def mask_grid_size(self) -> int:
+        """Mask logits along one side of a tile: the LLM grid, the ViT grid, or twice it with RFA."""
+        if self.image_feature_path == "llm_low_res":
+            return self.llm_grid_size
+        if self.image_feature_path == "residual_amplifier":
+            return self.vit_grid_size * self.shuffle_factor
+        return self.vit_grid_size
+
     def validate_segmentation_settings(self):
         if self.image_feature_path not in IMAGE_FEATURE_PATHS:
             raise ValueError(f"image_feature_path must be one of {IMAGE_FEATURE_PATHS}, got {self.image_feature_path!r}")

@@ -51,5 +51,29 @@ def test_finetune_synthetic_is_reproducible_from_its_seed(tmp_path):
     script = example("finetune_synthetic.py")
     for name in ("first", "second"):
         script["main"](["--out", str(tmp_path / name), *arguments])
-    first, second = (Self1EForSegmentation.from_pretrained(tmp_path / name).state_dict() for name in ("first", "second"))
+    first, second = (
+        Self1EForSegmentation.from_pretrained(tmp_path / name).state_dict() for name in ("first", "second")
+    )
     assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_finetune_synthetic_continues_an_init_model(tmp_path):
+    sizes = ["--tile-size", "32", "--patch-size", "8", "--vision-width", "16", "--vision-depth", "1"]
+    sizes += ["--text-width", "16", "--text-depth", "1", "--text-heads", "2", "--text-kv-heads", "1"]
+    arguments = ["--num-samples", "4", "--eval-samples", "1", "--image-size", "64", "--max-steps", "2"]
+    arguments += ["--batch-size", "2"]
+    script = example("finetune_synthetic.py")
+    script["main"](["--out", str(tmp_path / "first"), "--vocab-size", "300", *arguments, *sizes])
+    # Size flags are ignored: the model, its tokenizer and its tile come from the folder being continued.
+    second = ["--out", str(tmp_path / "second"), "--init-model", str(tmp_path / "first"), "--text-width", "64"]
+    script["main"]([*second, *arguments, "--expressions-per-image", "2", "--no-target-rate", "0.5"])
+
+    first, continued = (Self1EForSegmentation.from_pretrained(tmp_path / name) for name in ("first", "second"))
+    assert continued.config.to_diff_dict() | {"_name_or_path": ""} == first.config.to_diff_dict() | {
+        "_name_or_path": ""
+    }
+    first_weights, continued_weights = first.state_dict(), continued.state_dict()
+    assert continued_weights.keys() == first_weights.keys()
+    assert not all(torch.equal(first_weights[key], continued_weights[key]) for key in first_weights)
+    tokenizers = (Self1EProcessor.from_pretrained(tmp_path / name).tokenizer for name in ("first", "second"))
+    assert next(tokenizers).get_vocab() == next(tokenizers).get_vocab()

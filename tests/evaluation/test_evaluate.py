@@ -20,7 +20,7 @@ from transformers_self1e.data import (
     segmentation_row,
 )
 from transformers_self1e.evaluation import evaluate_referring
-from transformers_self1e.evaluation.evaluate import text_blind_referring_metrics
+from transformers_self1e.evaluation.evaluate import mask_grid_referring_metrics, text_blind_referring_metrics
 
 CONFIG = SyntheticConfig(image_size=112, no_target_rate=0.3)
 
@@ -141,3 +141,16 @@ def test_text_blind_answer_is_every_object():
     metrics = text_blind_referring_metrics(dataset)
     assert metrics["giou"] == pytest.approx(np.mean(ious), abs=1e-4)
     assert metrics["n_acc"] == 0.0
+
+
+def test_mask_grid_reference_keeps_cell_aligned_masks_and_loses_one_pixel_bars():
+    square, bar, thick_bar = (np.zeros((64, 64), dtype=np.uint8) for _ in range(3))
+    square[8:16, 20:32] = 1  # aligned to the 2-px cells of a 32 x 32 grid
+    bar[10:40, 33] = 1  # one pixel wide: every cell it crosses is half inside, never above the threshold
+    thick_bar[10:40, 32:34] = 1
+    rows = [{"expression": "x", "mask": mask} for mask in (square, bar, thick_bar)]
+
+    assert mask_grid_referring_metrics(rows, 64)["giou"] == pytest.approx(1.0, abs=1e-4)
+    coarse = mask_grid_referring_metrics(rows, 32)
+    assert coarse["giou"] == pytest.approx(2 / 3, abs=1e-4)
+    assert coarse["ciou"] == pytest.approx((96 + 60) / (96 + 30 + 60))

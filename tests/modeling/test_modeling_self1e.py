@@ -92,6 +92,7 @@ def test_every_ablation_variant_trains(feature_path: str, attention: str) -> Non
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
     side = {"llm_low_res": 4, "high_res": 8, "residual_refill": 8, "residual_amplifier": 16}[feature_path]
     assert outputs.pred_masks[3].shape == (1, side, side)
+    assert model.config.mask_grid_size == side
 
 
 def test_low_res_aux_loss_switch() -> None:

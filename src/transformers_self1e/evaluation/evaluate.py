@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.nn import functional as F
 from transformers.utils import logging
 
 from ..data.masks import to_binary_mask
 from ..data.synthetic import SyntheticConfig, make_synthetic_referring_dataset, object_pixels
+from ..modeling.mask_postprocessing import resize_mask_logits
 from .metrics import ReferringSegmentationMetrics
 
 if TYPE_CHECKING:
@@ -103,6 +105,21 @@ def text_blind_referring_metrics(dataset: "datasets.Dataset | Sequence[Mapping]"
     for row in dataset:
         for _, mask in referring_targets(row):
             metrics.update(torch.from_numpy(object_pixels(row["image"])), to_binary_mask(mask))
+    return metrics.compute()
+
+
+def mask_grid_referring_metrics(dataset: "datasets.Dataset | Sequence[Mapping]", grid_size: int) -> dict:
+    """The metrics of answering every expression with its own ground truth read through a `grid_size` x `grid_size`
+    grid of mask logits: each cell holds the share of its pixels inside the mask (minus one half, as a logit sign), and
+    the grid is resized back to the image and thresholded as model logits are. A reference for what masks read from a
+    grid of that size reach even with the right target (close to, not exactly, the best such a grid can do)."""
+    metrics = ReferringSegmentationMetrics()
+    for row in dataset:
+        for _, mask in referring_targets(row):
+            target = to_binary_mask(mask)
+            shares = F.adaptive_avg_pool2d(target[None, None].float(), grid_size)[0]
+            prediction = resize_mask_logits(shares - 0.5, tuple(target.shape))[0] > 0
+            metrics.update(prediction, target)
     return metrics.compute()
 
 
