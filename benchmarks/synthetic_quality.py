@@ -34,7 +34,7 @@ def breakdown_rows(breakdown: dict, dataset, grid_size: int) -> list[list[str]]:
     rows = []
     for column, values in breakdown.items():
         for value, metrics in values.items():
-            subset = dataset.filter(lambda row_value, value=value: row_value == value, input_columns=column)
+            subset = dataset.select([index for index, row_value in enumerate(dataset[column]) if row_value == value])
             reference = mask_grid_referring_metrics(subset, grid_size)["giou"]
             row = [
                 f"{column}={value}",

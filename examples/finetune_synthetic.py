@@ -9,6 +9,9 @@ its processor and `eval.json` (cIoU, gIoU, N-acc, T-acc on `--eval-samples` samp
 
     python examples/finetune_synthetic.py --out self1e-synthetic
     self1e segment image.png "the red circle" --model self1e-synthetic
+
+`--init-model DIR` continues training a saved model (its weights, tokenizer and sizes; the size flags are ignored) on
+freshly drawn data, e.g. with more expressions per image or more no-target expressions than its first stage.
 """
 
 import argparse

@@ -27,6 +27,12 @@ from transformers_self1e.evaluation.evaluate import evaluate_referring, text_bli
 # Seeds used in training: 0 (samples) and 1 (its evaluation); the benchmark uses 12345 with 500 samples.
 CI_SEED = 2718
 CI_SAMPLES = 120
+# Floors on those samples. The release bars (gIoU, cIoU >= 0.85, N-acc >= 0.90 on 500 samples,
+# benchmarks/synthetic_quality.py) are not met yet (0.56 / 0.49 / 0.60 there, issue 5); the shipped model scores
+# 0.54 / 0.44 / 0.90 (9 of 10 no-target samples) here. A model, processor or post-processing that loses the sentence
+# falls to the text-blind answer (0.27 / 0.23 / 0.0 here), an untrained model to about 0.02.
+FLOORS = {"giou": 0.46, "ciou": 0.37, "n_acc": 0.5}
+ABOVE_TEXT_BLIND = 0.15
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +61,15 @@ def test_shipped_model_reads_the_sentence(shipped, held_out):
     model, processor = shipped
     metrics = evaluate_referring(model, processor, held_out)["metrics"]
     blind = text_blind_referring_metrics(held_out)
-    # The release bars (gIoU, cIoU >= 0.85, N-acc >= 0.90 on 500 samples, benchmarks/synthetic_quality.py) are not
-    # met yet (0.44 / 0.42 / 0.10, issue 5). This floor catches a broken release: a model, processor or
-    # post-processing that loses the sentence falls to the text-blind answer (0.27 / 0.23 here) or below, an untrained
-    # model to about 0.02.
-    assert metrics["giou"] >= 0.34 and metrics["ciou"] >= 0.30
-    assert metrics["giou"] >= blind["giou"] + 0.08 and metrics["ciou"] >= blind["ciou"] + 0.08
+    assert all(metrics[key] >= floor for key, floor in FLOORS.items()), metrics
+    assert all(metrics[key] >= blind[key] + ABOVE_TEXT_BLIND for key in ("giou", "ciou")), (metrics, blind)
 
 
 def test_an_untrained_model_fails_the_bar(shipped, held_out):
     model, processor = shipped
     torch.manual_seed(0)
     untrained = Self1EForSegmentation(model.config).eval()
-    assert evaluate_referring(untrained, processor, held_out)["metrics"]["giou"] < 0.34
+    assert evaluate_referring(untrained, processor, held_out)["metrics"]["giou"] < FLOORS["giou"]
 
 
 def test_shipped_examples_match_the_generator(tmp_path):
