@@ -17,7 +17,7 @@ from common import table
 
 from transformers_self1e import Self1EForSegmentation, Self1EProcessor
 from transformers_self1e.data import SyntheticConfig, make_synthetic_referring_dataset
-from transformers_self1e.data.synthetic import object_pixels
+from transformers_self1e.data.synthetic import COLOR_PALETTE, object_pixels
 from transformers_self1e.demo import SHIPPED_MODEL
 
 
@@ -54,7 +54,10 @@ def main() -> None:
         if row["no_target"]:
             empty_answers.append(not prediction.any())
         else:
-            shares[row["expression_kind"]].append(pixel_shares(prediction, target, object_pixels(row["image"])))
+            result = pixel_shares(prediction, target, object_pixels(row["image"]))
+            names_colour = any(word in COLOR_PALETTE for word in row["expression"].split())
+            shares[row["expression_kind"]].append(result)
+            shares[f"{row['expression_kind']}, {'colour named' if names_colour else 'no colour'}"].append(result)
 
     print("## Where the referring masks go wrong\n")
     print(f"model `{args.model}`, {args.samples} samples of seed {args.seed}; torch {torch.__version__}\n")
