@@ -68,7 +68,8 @@ def results_table(results: Sequence[Result]) -> str:
         rows.setdefault((result.dataset, result.split), {})[result.metric] = result.value
     lines = ["| dataset | split | " + " | ".join(metrics) + " |", "| --- | --- |" + " ---: |" * len(metrics)]
     for (dataset, split), values in rows.items():
-        cells = [f"{values[metric]:.1f}" if metric in values else "–" for metric in metrics]
+        # As reported: fractions (0.5594) and percentages (81.23) alike keep every digit given.
+        cells = [str(values[metric]) if metric in values else "–" for metric in metrics]
         lines.append(f"| {dataset} | {split} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -104,7 +104,7 @@ def test_model_card_metadata_usage_and_results(exported):
     )
     assert 'prompt="the red car on the left"' in card.text or not HAS_PIPELINE
     assert "| dataset | split | cIoU | gIoU |" in card.text
-    assert "| RefCOCO | val | 81.2 | 82.5 |" in card.text and "| ReasonSeg | val | – | 65.0 |" in card.text
+    assert "| RefCOCO | val | 81.23 | 82.5 |" in card.text and "| ReasonSeg | val | – | 65.0 |" in card.text
 
 
 def test_folder_loads_in_a_fresh_process_without_the_package(exported, tmp_path):
