@@ -21,21 +21,16 @@ from common import table
 from transformers_self1e import Self1EForSegmentation, Self1EProcessor
 from transformers_self1e.data import SyntheticConfig, make_synthetic_referring_dataset
 from transformers_self1e.demo import SHIPPED_MODEL
-from transformers_self1e.evaluation.evaluate import (
-    evaluate_referring,
-    mask_grid_referring_metrics,
-    text_blind_referring_metrics,
-)
+from transformers_self1e.evaluation.evaluate import evaluate_mask_grid, evaluate_referring, evaluate_text_blind
 
 BARS = {"giou": 0.85, "ciou": 0.85, "n_acc": 0.90}
 
 
-def breakdown_rows(breakdown: dict, dataset, grid_size: int) -> list[list[str]]:
+def breakdown_rows(breakdown: dict, grid_breakdown: dict) -> list[list[str]]:
     rows = []
     for column, values in breakdown.items():
         for value, metrics in values.items():
-            subset = dataset.select([index for index, row_value in enumerate(dataset[column]) if row_value == value])
-            reference = mask_grid_referring_metrics(subset, grid_size)["giou"]
+            reference = grid_breakdown[column][value]["giou"]
             row = [
                 f"{column}={value}",
                 str(metrics["num_samples"]),
@@ -74,13 +69,10 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {report['wall_time_s']:.1f} s\n")
     passed = {key: metrics[key] >= bar for key, bar in BARS.items()}
     grid_size = model.config.mask_grid_size
-    references = {
-        "blind": text_blind_referring_metrics(dataset),
-        "grid": mask_grid_referring_metrics(dataset, grid_size),
-    }
+    blind, grid = evaluate_text_blind(dataset), evaluate_mask_grid(dataset, grid_size)
     rows = [
         [key, f"{metrics[key]:.3f}", f">= {bar:.2f}", "pass" if passed[key] else "FAIL"]
-        + [f"{reference[key]:.3f}" for reference in references.values()]
+        + [f"{reference['metrics'][key]:.3f}" for reference in (blind, grid)]
         for key, bar in BARS.items()
     ]
     grid_header = f"ground truth through the {grid_size}x{grid_size} mask grid"
@@ -93,7 +85,7 @@ def main() -> int:
         "cIoU",
         f"gIoU of the ground truth through the {grid_size}x{grid_size} grid",
     ]
-    print(table(headers, breakdown_rows(report["breakdown"], dataset, grid_size)))
+    print(table(headers, breakdown_rows(report["breakdown"], grid["breakdown"])))
     if args.card_results:
         Path(args.card_results).write_text(json.dumps(card_results(metrics, args.samples, args.seed), indent=2) + "\n")
     return 0 if all(passed.values()) else 1

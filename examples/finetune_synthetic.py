@@ -173,10 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.init_model:
         processor = Self1EProcessor.from_pretrained(args.init_model)
         model = Self1EForSegmentation.from_pretrained(args.init_model)
-        args.tile_size = model.config.tile_size
-    synthetic_config = SyntheticConfig(
-        image_size=args.image_size or args.tile_size, no_target_rate=args.no_target_rate
-    )
+    tile_size = model.config.tile_size if args.init_model else args.tile_size
+    synthetic_config = SyntheticConfig(image_size=args.image_size or tile_size, no_target_rate=args.no_target_rate)
     if args.train_dataset:
         samples = load_from_disk(args.train_dataset)
     else:

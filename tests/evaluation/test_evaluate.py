@@ -20,7 +20,7 @@ from transformers_self1e.data import (
     segmentation_row,
 )
 from transformers_self1e.evaluation import evaluate_referring
-from transformers_self1e.evaluation.evaluate import mask_grid_referring_metrics, text_blind_referring_metrics
+from transformers_self1e.evaluation.evaluate import evaluate_mask_grid, evaluate_text_blind
 
 CONFIG = SyntheticConfig(image_size=112, no_target_rate=0.3)
 
@@ -138,7 +138,7 @@ def test_text_blind_answer_is_every_object():
         image, mask = np.asarray(row["image"]), np.asarray(row["mask"]) > 0
         objects = ~((image[..., 0] == image[..., 1]) & (image[..., 1] == image[..., 2]) & (image[..., 0] <= 100))
         ious.append(mask.sum() / objects.sum())
-    metrics = text_blind_referring_metrics(dataset)
+    metrics = evaluate_text_blind(dataset)["metrics"]
     assert metrics["giou"] == pytest.approx(np.mean(ious), abs=1e-4)
     assert metrics["n_acc"] == 0.0
 
@@ -150,7 +150,7 @@ def test_mask_grid_reference_keeps_cell_aligned_masks_and_loses_one_pixel_bars()
     thick_bar[10:40, 32:34] = 1
     rows = [{"expression": "x", "mask": mask} for mask in (square, bar, thick_bar)]
 
-    assert mask_grid_referring_metrics(rows, 64)["giou"] == pytest.approx(1.0, abs=1e-4)
-    coarse = mask_grid_referring_metrics(rows, 32)
+    assert evaluate_mask_grid(rows, 64)["metrics"]["giou"] == pytest.approx(1.0, abs=1e-4)
+    coarse = evaluate_mask_grid(rows, 32)["metrics"]
     assert coarse["giou"] == pytest.approx(2 / 3, abs=1e-4)
     assert coarse["ciou"] == pytest.approx((96 + 60) / (96 + 30 + 60))

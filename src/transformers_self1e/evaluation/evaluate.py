@@ -6,7 +6,7 @@ import math
 import re
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,24 @@ def evaluate_referring(
         `num_no_target`, `num_target`), `breakdown` (`{column: {value: metrics}}`), `num_images` and `wall_time_s`.
     """
     start = time.perf_counter()
+
+    def segment(row: Mapping, targets: list[tuple[str, Any]]) -> torch.Tensor:
+        expressions = [expression for expression, _ in targets]
+        kwargs = image_kwargs or {}
+        return model.segment(row["image"], expressions, processor=processor, threshold=threshold, **kwargs).masks
+
+    report = score_referring(dataset, segment, breakdown_columns, show_progress)
+    return {**report, "wall_time_s": time.perf_counter() - start}
+
+
+def score_referring(
+    dataset: "datasets.Dataset | Sequence[Mapping]",
+    predict: Callable[[Mapping, list[tuple[str, Any]]], Sequence[torch.Tensor]],
+    breakdown_columns: Sequence[str] = BREAKDOWN_COLUMNS,
+    show_progress: bool = False,
+) -> dict:
+    """Scores the masks `predict(row, targets)` gives for each row's targets (see [`referring_targets`]), as
+    [`evaluate_referring`] does: `metrics`, `breakdown` (`{column: {value: metrics}}`) and `num_images`."""
     overall = ReferringSegmentationMetrics()
     groups: dict[str, dict[Any, ReferringSegmentationMetrics]] = {}
     num_images = 0
@@ -73,14 +91,7 @@ def evaluate_referring(
         if not targets:
             continue
         num_images += 1
-        result = model.segment(
-            row["image"],
-            [expression for expression, _ in targets],
-            processor=processor,
-            threshold=threshold,
-            **(image_kwargs or {}),
-        )
-        for (_, mask), prediction in zip(targets, result.masks):
+        for (_, mask), prediction in zip(targets, predict(row, targets)):
             gt = to_binary_mask(mask)
             overall.update(prediction, gt)
             for column in breakdown_columns:
@@ -94,33 +105,33 @@ def evaluate_referring(
             for column, values in groups.items()
         },
         "num_images": num_images,
-        "wall_time_s": time.perf_counter() - start,
     }
 
 
-def text_blind_referring_metrics(dataset: "datasets.Dataset | Sequence[Mapping]") -> dict:
-    """The metrics (as `evaluate_referring`'s `metrics`) of answering every expression of synthetic rows with every
-    object of the image (`object_pixels`): the best a segmenter that ignores the text can do."""
-    metrics = ReferringSegmentationMetrics()
-    for row in dataset:
-        for _, mask in referring_targets(row):
-            metrics.update(torch.from_numpy(object_pixels(row["image"])), to_binary_mask(mask))
-    return metrics.compute()
+def evaluate_text_blind(dataset: "datasets.Dataset | Sequence[Mapping]") -> dict:
+    """The report of [`score_referring`] for answering every expression of synthetic rows with every object of the
+    image (`object_pixels`): the best a segmenter that ignores the text can do."""
+    return score_referring(
+        dataset, lambda row, targets: [torch.from_numpy(object_pixels(row["image"]))] * len(targets)
+    )
 
 
-def mask_grid_referring_metrics(dataset: "datasets.Dataset | Sequence[Mapping]", grid_size: int) -> dict:
-    """The metrics of answering every expression with its own ground truth read through a `grid_size` x `grid_size`
-    grid of mask logits: each cell holds the share of its pixels inside the mask (minus one half, as a logit sign), and
-    the grid is resized back to the image and thresholded as model logits are. A reference for what masks read from a
-    grid of that size reach even with the right target (close to, not exactly, the best such a grid can do)."""
-    metrics = ReferringSegmentationMetrics()
-    for row in dataset:
-        for _, mask in referring_targets(row):
+def evaluate_mask_grid(dataset: "datasets.Dataset | Sequence[Mapping]", grid_size: int) -> dict:
+    """The report of [`score_referring`] for answering every expression with its own ground truth read through a
+    `grid_size` x `grid_size` grid of mask logits: each cell holds the share of its pixels inside the mask (minus one
+    half, as a logit sign), and the grid is resized back to the image and thresholded as model logits are. A reference
+    for what masks read from a grid of that size reach even with the right target (close to, not exactly, the best
+    such a grid can do)."""
+
+    def through_grid(row: Mapping, targets: list[tuple[str, Any]]) -> list[torch.Tensor]:
+        predictions = []
+        for _, mask in targets:
             target = to_binary_mask(mask)
-            shares = F.adaptive_avg_pool2d(target[None, None].float(), grid_size)[0]
-            prediction = resize_mask_logits(shares - 0.5, tuple(target.shape))[0] > 0
-            metrics.update(prediction, target)
-    return metrics.compute()
+            shares = F.adaptive_avg_pool2d(target[None, None], grid_size)[0]
+            predictions.append(resize_mask_logits(shares - 0.5, tuple(target.shape))[0] > 0)
+        return predictions
+
+    return score_referring(dataset, through_grid)
 
 
 def write_report(report: Mapping, path: str | Path) -> Path:
