@@ -4,6 +4,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import BatchFeature
 from torch.nn.utils.rnn import pad_sequence
 
 from ..data.masks import to_binary_mask
@@ -211,12 +212,17 @@ class Self1EDataCollator:
             tokenize=True,
             return_dict=True,
             return_assistant_tokens_mask=True,
-            return_tensors="pt",
+            # Lists, not tensors: transformers walks the offsets token by token to build the assistant mask, which
+            # is several times slower over a tensor than over a list.
+            return_tensors=None,
             processor_kwargs=processor_kwargs,
         )
-        input_ids = inputs["input_ids"][0]
-        labels = torch.where(inputs["assistant_masks"][0].bool(), input_ids, IGNORE_INDEX)
-        image_inputs = {key: inputs[key] for key in IMAGE_INPUT_KEYS} if image is not None else None
+        input_ids = torch.tensor(inputs["input_ids"][0], dtype=torch.long)
+        is_answer = torch.tensor(inputs["assistant_masks"][0], dtype=torch.bool)
+        labels = torch.where(is_answer, input_ids, IGNORE_INDEX)
+        image_inputs = None
+        if image is not None:
+            image_inputs = dict(BatchFeature({key: inputs[key] for key in IMAGE_INPUT_KEYS}, tensor_type="pt"))
         return input_ids, labels, image_inputs
 
     def _pretokenized(self, sample: Mapping, image, name: str) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
