@@ -30,6 +30,8 @@ from transformers_self1e.presets import tiny_config
 from transformers_self1e.training import Self1EDataCollator, Self1ETrainer
 from transformers_self1e.training.small_tokenizer import train_small_tokenizer
 
+TOKENIZER_SCENES = 20000
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a `make_synthetic_scene_dataset` saved with `save_to_disk`, instead of generating --num-samples scenes",
     )
     data.add_argument("--seed", type=int, default=0, help="seed of the training samples and of training")
+    data.add_argument("--num-proc", type=int, help="processes that draw the training scenes and their prompts")
     data.add_argument("--eval-samples", type=int, default=200, help="held-out samples to evaluate on (default 200)")
     data.add_argument("--eval-seed", type=int, default=1, help="seed of the held-out samples (default 1)")
     data.add_argument("--image-size", type=int, help="side of the synthetic images (default: the tile size)")
@@ -95,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--learning-rate", type=float, default=1e-3)
     training.add_argument("--warmup", type=float, default=0.05, help="warmup steps, or a fraction of all steps")
     training.add_argument("--logging-steps", type=int, default=250)
+    training.add_argument("--dataloader-workers", type=int, default=0, help="processes that build the batches")
     training.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (default: only the end)")
     training.add_argument("--text-loss-weight", type=float, default=1.0, help="weight of the next-token loss")
     training.add_argument("--bce-loss-weight", type=float, default=2.0, help="weight of the mask BCE loss")
@@ -102,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def with_training_prompts(dataset, seed: int, prompts: str = "training"):
+def with_training_prompts(dataset, seed: int, prompts: str = "training", num_proc: int | None = None):
     """A `conversation` column: one question and answer turn per expression of the row (the image goes with the
     first), in the paper's training families drawn by `seed` and row (`prompts="training"`), or all in the one
     validation prompt that `segment()` uses."""
@@ -117,7 +121,7 @@ def with_training_prompts(dataset, seed: int, prompts: str = "training"):
             turns += [question, answer]
         return {"conversation": turns}
 
-    return dataset.map(conversation, input_columns="expressions", with_indices=True)
+    return dataset.map(conversation, input_columns="expressions", with_indices=True, num_proc=num_proc)
 
 
 def conversation_texts(conversation: list[dict]) -> list[str]:
@@ -125,9 +129,11 @@ def conversation_texts(conversation: list[dict]) -> list[str]:
 
 
 def build_processor(train_dataset, args: argparse.Namespace) -> Self1EProcessor:
-    """A processor whose tokenizer is learnt from the training prompts and the validation prompt of `segment`."""
+    """A processor whose tokenizer is learnt from the training prompts and the validation prompt of `segment`, of the
+    first `TOKENIZER_SCENES` scenes (the expressions' vocabulary is closed; more scenes add no words)."""
     texts = []
-    for expressions, conversation in zip(train_dataset["expressions"], train_dataset["conversation"]):
+    corpus = train_dataset.select(range(min(len(train_dataset), TOKENIZER_SCENES)))
+    for expressions, conversation in zip(corpus["expressions"], corpus["conversation"]):
         texts += conversation_texts(conversation)
         for expression in expressions:
             texts += conversation_texts(build_segmentation_conversation(expression))
@@ -179,9 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
         samples = load_from_disk(args.train_dataset)
     else:
         samples = make_synthetic_scene_dataset(
-            args.num_samples, args.seed, args.expressions_per_image, synthetic_config
+            args.num_samples, args.seed, args.expressions_per_image, synthetic_config, num_proc=args.num_proc
         )
-    train_dataset = with_training_prompts(samples, args.seed, args.prompts)
+    train_dataset = with_training_prompts(samples, args.seed, args.prompts, num_proc=args.num_proc)
     if not args.init_model:
         processor = build_processor(train_dataset, args)
         # Trainer seeds only when it is built; the weights are initialised before that.
@@ -196,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
         lr_scheduler_type="cosine",
         warmup_steps=args.warmup,
         logging_steps=args.logging_steps,
+        dataloader_num_workers=args.dataloader_workers,
         save_strategy="steps" if args.save_steps else "no",
         save_steps=args.save_steps or 500,
         report_to="none",

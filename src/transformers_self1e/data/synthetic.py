@@ -24,7 +24,9 @@ matching it.
 * `the <colour> <noun>` matching no object (kind `"no_target"`): an all-zero mask.
 """
 
+import hashlib
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -546,11 +548,29 @@ def generate_referring_scene(
     return image, list(referrals), masks, info
 
 
+def _scene_rows(indices: list[int], seed: int, num_expressions: int, config: SyntheticConfig | None):
+    for index in indices:
+        image, expressions, masks, info = generate_referring_scene(seed, index, num_expressions, config)
+        mask_images = [Image.fromarray(mask.astype(np.uint8) * 255) for mask in masks]
+        yield {
+            "image": image,
+            "expressions": expressions,
+            "masks": mask_images,
+            "expression_kinds": info["expression_kinds"],
+        }
+
+
 def make_synthetic_scene_dataset(
-    num_samples: int, seed: int, num_expressions: int, config: SyntheticConfig | None = None
+    num_samples: int,
+    seed: int,
+    num_expressions: int,
+    config: SyntheticConfig | None = None,
+    num_proc: int | None = None,
 ) -> "datasets.Dataset":
     """Scenes 0..num_samples-1 of `seed` (`generate_referring_scene`) as a `datasets.Dataset` with columns `image`,
-    `expressions` (list of strings), `masks` (list of mode "L" images, one per expression) and `expression_kinds`."""
+    `expressions` (list of strings), `masks` (list of mode "L" images, one per expression) and `expression_kinds`.
+
+    `num_proc` processes draw the scenes in parallel; the rows and their order do not depend on it."""
     from datasets import Dataset, Features, Sequence, Value
     from datasets import Image as ImageFeature
 
@@ -562,14 +582,17 @@ def make_synthetic_scene_dataset(
             "expression_kinds": Sequence(Value("string")),
         }
     )
-    rows = []
-    for index in range(num_samples):
-        image, expressions, masks, info = generate_referring_scene(seed, index, num_expressions, config)
-        mask_images = [Image.fromarray(mask.astype(np.uint8) * 255) for mask in masks]
-        row = {"image": image, "expressions": expressions, "masks": mask_images}
-        row["expression_kinds"] = info["expression_kinds"]
-        rows.append(features.encode_example(row))
-    return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
+    # `datasets` caches the result; keying it by this file's source as well means an edited generator is never
+    # answered from a stale cache. Each process gets a contiguous slice of the `indices` list.
+    fingerprint = hashlib.sha256(Path(__file__).read_bytes())
+    fingerprint.update(repr((num_samples, seed, num_expressions, config)).encode())
+    return Dataset.from_generator(
+        _scene_rows,
+        features=features,
+        gen_kwargs={"indices": list(range(num_samples)), "seed": seed, "num_expressions": num_expressions, "config": config},
+        num_proc=num_proc if num_proc and num_proc > 1 and num_samples > 1 else None,
+        fingerprint=fingerprint.hexdigest(),
+    )
 
 
 def object_pixels(image: Image.Image | np.ndarray) -> np.ndarray:
