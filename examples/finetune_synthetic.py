@@ -11,13 +11,16 @@ its processor and `eval.json` (cIoU, gIoU, N-acc, T-acc on `--eval-samples` samp
     self1e segment image.png "the red circle" --model self1e-synthetic
 
 `--init-model DIR` continues training a saved model (its weights, tokenizer and sizes; the size flags are ignored) on
-freshly drawn data, e.g. with more expressions per image or more no-target expressions than its first stage.
+freshly drawn data, e.g. with more expressions per image or more no-target expressions than its first stage; with
+`--grow-text-depth N` its language model is first deepened to N layers, the new ones starting as the identity.
 """
 
 import argparse
+import copy
 import random
 from pathlib import Path
 
+import torch
 from datasets import load_from_disk
 from transformers import TrainingArguments, set_seed
 
@@ -68,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--init-model",
         help="continue training this model folder (weights, processor and sizes) instead of a new model of the flags",
+    )
+    model.add_argument(
+        "--grow-text-depth",
+        type=int,
+        help="with --init-model: append language-model layers up to this depth, each starting as the identity",
     )
     model.add_argument("--tile-size", type=int, default=64, help="side of an image tile (default 64)")
     model.add_argument("--patch-size", type=int, default=4, help="ViT patch side; tile/patch must be even (default 4)")
@@ -173,12 +181,44 @@ def build_model(processor: Self1EProcessor, args: argparse.Namespace) -> Self1EF
     return Self1EForSegmentation(config)
 
 
+def deepen_language_model(model: Self1EForSegmentation, num_layers: int) -> Self1EForSegmentation:
+    """`model` with its language model grown to `num_layers` decoder layers. The new layers are appended after the
+    trained ones with their attention output and MLP down projections zeroed, so each adds nothing to the residual
+    stream: the grown model computes exactly what `model` did, and training starts from there."""
+    text_config = model.config.text_config
+    old_layers = text_config.num_hidden_layers
+    if num_layers <= old_layers:
+        raise ValueError(f"--grow-text-depth must exceed the model's {old_layers} layers, got {num_layers}")
+    config = copy.deepcopy(model.config)
+    config.text_config.num_hidden_layers = num_layers
+    config.text_config.layer_types = [text_config.layer_types[0]] * num_layers
+    grown = Self1EForSegmentation(config)
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    new_layers = grown.model.language_model.layers[old_layers:]
+    new_names = {
+        f"model.language_model.layers.{old_layers + i}.{name}"
+        for i, layer in enumerate(new_layers)
+        for name, _ in layer.named_parameters()
+    }
+    if unexpected or set(missing) != new_names:
+        raise ValueError(f"growing the language model left weights unmatched: {sorted(set(missing) ^ new_names)}")
+    with torch.no_grad():
+        for layer in new_layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    return grown
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     if args.init_model:
         processor = Self1EProcessor.from_pretrained(args.init_model)
         model = Self1EForSegmentation.from_pretrained(args.init_model)
+        if args.grow_text_depth:
+            model = deepen_language_model(model, args.grow_text_depth)
+    elif args.grow_text_depth:
+        raise ValueError("--grow-text-depth grows an --init-model; for a new model give --text-depth")
     tile_size = model.config.tile_size if args.init_model else args.tile_size
     synthetic_config = SyntheticConfig(image_size=args.image_size or tile_size, no_target_rate=args.no_target_rate)
     if args.train_dataset:

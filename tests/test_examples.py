@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.batches import SampleSpec, make_batch, tiny_model
 from helpers.pairs import random_image
 
 from transformers_self1e import Self1EForSegmentation, Self1EProcessor
@@ -77,3 +78,26 @@ def test_finetune_synthetic_continues_an_init_model(tmp_path):
     assert not all(torch.equal(first_weights[key], continued_weights[key]) for key in first_weights)
     tokenizers = (Self1EProcessor.from_pretrained(tmp_path / name).tokenizer for name in ("first", "second"))
     assert next(tokenizers).get_vocab() == next(tokenizers).get_vocab()
+
+
+def test_grown_language_model_starts_as_the_same_function(tmp_path):
+    deepen = example("finetune_synthetic.py")["deepen_language_model"]
+    model = tiny_model()
+    depth = model.config.text_config.num_hidden_layers
+    grown = deepen(model, depth + 2).eval()
+    assert grown.config.text_config.num_hidden_layers == len(grown.model.language_model.layers) == depth + 2
+    assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in model.parameters())
+
+    batch = make_batch([SampleSpec(grid=(1, 1), n_seg=2), SampleSpec(grid=(2, 1))])
+    with torch.no_grad():
+        before, after = model(**batch.model_inputs()), grown(**batch.model_inputs())
+    torch.testing.assert_close(after.logits, before.logits)
+    for grown_masks, masks in zip(after.pred_masks, before.pred_masks, strict=True):
+        torch.testing.assert_close(grown_masks, masks)
+    # The new layers are trainable, not frozen at the identity.
+    assert all(p.requires_grad for p in grown.model.language_model.layers[depth:].parameters())
+
+    with pytest.raises(ValueError, match="must exceed"):
+        deepen(model, depth)
+    with pytest.raises(ValueError, match="--init-model"):
+        example("finetune_synthetic.py")["main"](["--out", str(tmp_path), "--grow-text-depth", "4"])
