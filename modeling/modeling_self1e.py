@@ -453,10 +453,10 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
     ) -> tuple[torch.FloatTensor, torch.FloatTensor]:
         if len(gt_masks) != len(pred_masks):
             raise ValueError(f"gt_masks has {len(gt_masks)} entries for a batch of {len(pred_masks)} samples")
-        bce = dice = pred_masks[0].new_zeros((), dtype=torch.float32)
-        short_side = self.config.gt_mask_short_side
-        # Ground-truth sizes differ between samples, so the losses are taken per sample.
-        for sample, (pred, low_res, gt) in enumerate(zip(pred_masks, low_res_masks, gt_masks)):
+        # Ground-truth sizes may differ between samples: samples are grouped by prediction and ground-truth size, and
+        # each group is scored in one pass (per-sample passes cost a launch per kernel per sample on a GPU).
+        groups: dict[tuple, list[int]] = {}
+        for sample, (pred, gt) in enumerate(zip(pred_masks, gt_masks)):
             n_masks = 0 if gt is None else gt.shape[0]
             if n_masks != pred.shape[0]:
                 raise ValueError(
@@ -466,12 +466,17 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
                 continue
             if gt.ndim != 3:
                 raise ValueError(f"gt_masks[{sample}] must be (num_masks, height, width), got {tuple(gt.shape)}")
-            gt = gt.to(pred.device)
-            for logits in (pred, low_res):
-                if logits is not None:
-                    sample_bce, sample_dice = mask_losses(logits.float(), gt.float(), short_side)
-                    bce = bce + sample_bce
-                    dice = dice + sample_dice
+            groups.setdefault((tuple(pred.shape[1:]), tuple(gt.shape[1:])), []).append(sample)
+
+        bce = dice = pred_masks[0].new_zeros((), dtype=torch.float32)
+        for members in groups.values():
+            gt = torch.cat([gt_masks[sample] for sample in members]).to(pred_masks[members[0]].device).float()
+            for head_masks in (pred_masks, low_res_masks):
+                if head_masks[members[0]] is not None:
+                    logits = torch.cat([head_masks[sample] for sample in members]).float()
+                    group_bce, group_dice = mask_losses(logits, gt, self.config.gt_mask_short_side)
+                    bce = bce + group_bce
+                    dice = dice + group_dice
         batch_size = len(pred_masks)
         return bce / batch_size, dice / batch_size
 

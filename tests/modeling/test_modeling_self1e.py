@@ -50,13 +50,21 @@ def test_batched_masks_equal_one_by_one_masks() -> None:
             torch.testing.assert_close(batched.logits[row, :length], alone.logits[0], rtol=1e-4, atol=1e-4)
 
 
-def test_mask_losses_are_a_per_sample_sum_divided_by_the_batch_size() -> None:
+@pytest.mark.parametrize("same_size", [False, True], ids=["sizes-differ", "sizes-shared"])
+def test_mask_losses_are_a_per_sample_sum_divided_by_the_batch_size(same_size: bool) -> None:
     model = tiny_model().train()
-    batch = make_batch(MIXED)
+    specs = MIXED
+    if same_size:
+        # Samples whose predictions and masks share sizes (here the first and third) are scored together.
+        specs = [SampleSpec(n_seg=2), SampleSpec(grid=None, n_seg=0), SampleSpec(), SampleSpec(grid=(2, 1))]
+    batch = make_batch(specs)
+    if same_size:
+        generator = torch.Generator().manual_seed(3)
+        batch.gt_masks = [(torch.rand(len(gt), 48, 64, generator=generator) > 0.5).float() for gt in batch.gt_masks]
     outputs = model(**batch.model_inputs(), gt_masks=batch.gt_masks)
-    singles = [model(**single.model_inputs(), gt_masks=single.gt_masks) for single in split_batch(batch, MIXED)]
-    expected_bce = sum(single.mask_bce_loss for single in singles) / len(MIXED)
-    expected_dice = sum(single.mask_dice_loss for single in singles) / len(MIXED)
+    singles = [model(**single.model_inputs(), gt_masks=single.gt_masks) for single in split_batch(batch, specs)]
+    expected_bce = sum(single.mask_bce_loss for single in singles) / len(specs)
+    expected_dice = sum(single.mask_dice_loss for single in singles) / len(specs)
     torch.testing.assert_close(outputs.mask_bce_loss, expected_bce, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(outputs.mask_dice_loss, expected_dice, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(outputs.loss, 2.0 * outputs.mask_bce_loss + 0.5 * outputs.mask_dice_loss)
