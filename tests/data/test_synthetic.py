@@ -275,9 +275,14 @@ def test_scene_dataset_rows_equal_the_generator() -> None:
     assert row["expressions"] == expressions and row["expression_kinds"] == info["expression_kinds"]
     assert np.array_equal(np.asarray(row["image"]), np.asarray(image))
     assert all(np.array_equal(np.asarray(got) > 0, want) for got, want in zip(row["masks"], masks))
-    parallel = make_synthetic_scene_dataset(5, seed=4, num_expressions=2, config=SyntheticConfig(image_size=64), num_proc=2)
+    parallel = make_synthetic_scene_dataset(
+        5, seed=4, num_expressions=2, config=SyntheticConfig(image_size=64), num_proc=2
+    )
     assert parallel[2]["expressions"] == expressions and parallel[:3]["expressions"] == dataset["expressions"]
-    assert np.array_equal(np.asarray(parallel[4]["image"]), np.asarray(generate_referring_scene(4, 4, 2, SyntheticConfig(image_size=64))[0]))
+    assert np.array_equal(
+        np.asarray(parallel[4]["image"]),
+        np.asarray(generate_referring_scene(4, 4, 2, SyntheticConfig(image_size=64))[0]),
+    )
     with pytest.raises(ValueError, match="num_expressions"):
         generate_referring_scene(4, 0, 0)
 

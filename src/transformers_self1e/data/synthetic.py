@@ -589,7 +589,12 @@ def make_synthetic_scene_dataset(
     return Dataset.from_generator(
         _scene_rows,
         features=features,
-        gen_kwargs={"indices": list(range(num_samples)), "seed": seed, "num_expressions": num_expressions, "config": config},
+        gen_kwargs={
+            "indices": list(range(num_samples)),
+            "seed": seed,
+            "num_expressions": num_expressions,
+            "config": config,
+        },
         num_proc=num_proc if num_proc and num_proc > 1 and num_samples > 1 else None,
         fingerprint=fingerprint.hexdigest(),
     )

@@ -4,8 +4,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import BatchFeature
 from torch.nn.utils.rnn import pad_sequence
+from transformers import BatchFeature
 
 from ..data.masks import to_binary_mask
 from ..modeling.attention_mask import build_segmentation_attention_mask
