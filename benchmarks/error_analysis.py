@@ -5,7 +5,8 @@
 On held-out synthetic samples (images of the model's tile size), by expression kind: the mean IoU, the share of the
 target's pixels the mask finds (recall), and where the rest of the predicted pixels lie: on other objects (the
 sentence was grounded to the wrong object) or on the background (a poor outline). No-target expressions report the
-share answered with an empty mask. Objects are found with `object_pixels`, exactly.
+share answered with an empty mask; position expressions are also split by axis (left/right against top/bottom).
+Objects are found with `object_pixels`, exactly.
 """
 
 import argparse
@@ -30,6 +31,12 @@ def pixel_shares(prediction: np.ndarray, target: np.ndarray, objects: np.ndarray
         "other objects": (prediction & objects & ~target).sum() / predicted,
         "background": (prediction & ~objects).sum() / predicted,
     }
+
+
+def position_axis(expression: str) -> str:
+    """Which comparison a position expression asks for: "left/right" (x) or "top/bottom" (y)."""
+    horizontal = any(word in expression for word in ("left", "right"))
+    return "left/right" if horizontal else "top/bottom"
 
 
 def main() -> None:
@@ -58,6 +65,8 @@ def main() -> None:
             names_colour = any(word in COLOR_PALETTE for word in row["expression"].split())
             shares[row["expression_kind"]].append(result)
             shares[f"{row['expression_kind']}, {'colour named' if names_colour else 'no colour'}"].append(result)
+            if row["expression_kind"] == "position":
+                shares[f"position, {position_axis(row['expression'])}"].append(result)
 
     print("## Where the referring masks go wrong\n")
     print(f"model `{args.model}`, {args.samples} samples of seed {args.seed}; torch {torch.__version__}\n")

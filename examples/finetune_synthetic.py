@@ -13,10 +13,13 @@ its processor and `eval.json` (cIoU, gIoU, N-acc, T-acc on `--eval-samples` samp
 `--init-model DIR` continues training a saved model (its weights, tokenizer and sizes; the size flags are ignored) on
 freshly drawn data, e.g. with more expressions per image or more no-target expressions than its first stage; with
 `--grow-text-depth N` its language model is first deepened to N layers, the new ones starting as the identity.
+`--grid-position-code` adds a 2-D sine-cosine code of the patch grid to the ViT's learnt absolute position embeddings
+(zeros in a new model), so that a patch's column is as readable as its row, which the LLM's raster order already gives.
 """
 
 import argparse
 import copy
+import math
 import random
 from pathlib import Path
 
@@ -76,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--grow-text-depth",
         type=int,
         help="with --init-model: append language-model layers up to this depth, each starting as the identity",
+    )
+    model.add_argument(
+        "--grid-position-code",
+        action="store_true",
+        help="add a 2-D sine-cosine code of the patch grid to the ViT position embeddings before training",
     )
     model.add_argument("--tile-size", type=int, default=64, help="side of an image tile (default 64)")
     model.add_argument("--patch-size", type=int, default=4, help="ViT patch side; tile/patch must be even (default 4)")
@@ -209,6 +217,33 @@ def deepen_language_model(model: Self1EForSegmentation, num_layers: int) -> Self
     return grown
 
 
+def grid_position_code(side: int, width: int) -> torch.Tensor:
+    """`(side * side, width)` sine-cosine code of a `side` x `side` grid in raster order: the first half of the
+    channels encode the row, the second half the column, each at `width / 4` geometric frequencies."""
+    if width % 4:
+        raise ValueError(f"the grid position code needs a width divisible by 4, got {width}")
+    frequencies = 1.0 / 100.0 ** (torch.arange(width // 4) / (width // 4))
+    angles = torch.arange(side)[:, None] * frequencies  # (side, width / 4)
+    per_axis = torch.cat([angles.sin(), angles.cos()], dim=-1)  # (side, width / 2)
+    rows = per_axis[:, None].expand(side, side, -1)
+    columns = per_axis[None, :].expand(side, side, -1)
+    return torch.cat([rows, columns], dim=-1).reshape(side * side, width)
+
+
+def add_grid_position_code(model: Self1EForSegmentation) -> None:
+    """Adds `grid_position_code` to the patch part of the ViT's absolute position embeddings, in place, at the mean
+    norm those embeddings already have (1 for zeros), so a trained model keeps most of what it learnt."""
+    embeddings = model.model.vision_tower.embeddings.position_embeddings
+    if embeddings is None:
+        raise ValueError("--grid-position-code needs a ViT with absolute position embeddings")
+    patches = embeddings.data[0, 1:]
+    side = math.isqrt(patches.shape[0])
+    code = grid_position_code(side, patches.shape[1])
+    norm = patches.norm(dim=-1).mean().item() or 1.0
+    with torch.no_grad():
+        patches += code * (norm / code.norm(dim=-1, keepdim=True))
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
@@ -233,6 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
         # Trainer seeds only when it is built; the weights are initialised before that.
         set_seed(args.seed)
         model = build_model(processor, args)
+    if args.grid_position_code:
+        add_grid_position_code(model)
 
     training_args = TrainingArguments(
         output_dir=str(out / "checkpoints"),

@@ -101,3 +101,26 @@ def test_grown_language_model_starts_as_the_same_function(tmp_path):
         deepen(model, depth)
     with pytest.raises(ValueError, match="--init-model"):
         example("finetune_synthetic.py")["main"](["--out", str(tmp_path), "--grow-text-depth", "4"])
+
+
+def test_grid_position_code_makes_row_and_column_linearly_readable():
+    code = example("finetune_synthetic.py")["grid_position_code"](16, 96)
+    rows, columns = torch.arange(256) // 16, torch.arange(256) % 16
+    features = torch.cat([code, torch.ones(256, 1)], dim=1).double()
+    for coordinate in (rows, columns):
+        fit = torch.linalg.pinv(features) @ coordinate[:, None].double()
+        assert (features @ fit).squeeze().sub(coordinate).abs().max() < 0.05
+    with pytest.raises(ValueError, match="divisible by 4"):
+        example("finetune_synthetic.py")["grid_position_code"](16, 30)
+
+
+def test_grid_position_code_is_added_to_the_patch_positions_only():
+    model = tiny_model()
+    embeddings = model.model.vision_tower.embeddings.position_embeddings
+    with torch.no_grad():
+        embeddings.normal_()
+    before = embeddings.detach().clone()
+    example("finetune_synthetic.py")["add_grid_position_code"](model)
+    added = embeddings.detach()[0, 1:] - before[0, 1:]
+    torch.testing.assert_close(embeddings.detach()[0, 0], before[0, 0])
+    torch.testing.assert_close(added.norm(dim=-1), before[0, 1:].norm(dim=-1).mean().expand(added.shape[0]))
