@@ -236,11 +236,10 @@ def add_grid_position_code(model: Self1EForSegmentation) -> None:
     embeddings = model.model.vision_tower.embeddings.position_embeddings
     if embeddings is None:
         raise ValueError("--grid-position-code needs a ViT with absolute position embeddings")
-    patches = embeddings.data[0, 1:]
-    side = math.isqrt(patches.shape[0])
-    code = grid_position_code(side, patches.shape[1])
-    norm = patches.norm(dim=-1).mean().item() or 1.0
     with torch.no_grad():
+        patches = embeddings[0, 1:]
+        code = grid_position_code(math.isqrt(patches.shape[0]), patches.shape[1])
+        norm = patches.norm(dim=-1).mean().item() or 1.0
         patches += code * (norm / code.norm(dim=-1, keepdim=True))
 
 
