@@ -36,7 +36,8 @@ verify-conversion: $(VENV)/.installed
 # scenes with more no-target expressions, each with its own cosine schedule (batch 16, this CPU); stages 6-8 do the
 # same at batch 256 (run on a lent GPU: 8 minutes there, about 6 hours on this CPU); stage 9 at batch 64 on this CPU;
 # stage 10 deepens the language model to 6 layers (new layers start as the identity) and, with stage 11, trains it at
-# batch 256 (lent GPU: 10 minutes); stage 12 at batch 64 on this CPU.
+# batch 256 (lent GPU: 10 minutes); stage 12 at batch 64 on this CPU; stage 13 adds a sine-cosine grid code to the ViT
+# position embeddings and trains at batch 256 (lent GPU: 7 minutes).
 SHIPPED := src/transformers_self1e/assets/self1e-tiny-synthetic
 STAGE := outputs/self1e-tiny-synthetic-stage
 CONTINUE := $(PYTHON) examples/finetune_synthetic.py --no-target-rate 0.15
@@ -62,8 +63,10 @@ shipped-model: $(VENV)/.installed
 		--batch-size 256 --max-steps 2200 --learning-rate 1e-3 --warmup 50
 	$(CONTINUE) --out $(STAGE)11 --init-model $(STAGE)10 --seed 23 --num-samples 250000 --batch-size 256 \
 		--max-steps 1200 --learning-rate 5e-4 --warmup 50
-	$(CONTINUE) --out outputs/self1e-tiny-synthetic --init-model $(STAGE)11 --seed 26 --num-samples 40000 \
-		--batch-size 64 --max-steps 2000 --learning-rate 3e-4 --warmup 50
+	$(CONTINUE) --out $(STAGE)12 --init-model $(STAGE)11 --seed 26 --num-samples 40000 --batch-size 64 \
+		--max-steps 2000 --learning-rate 3e-4 --warmup 50
+	$(CONTINUE) --out outputs/self1e-tiny-synthetic --init-model $(STAGE)12 --grid-position-code --seed 27 \
+		--num-samples 250000 --batch-size 256 --max-steps 2200 --learning-rate 7e-4 --warmup 50
 	$(PYTHON) benchmarks/synthetic_quality.py --model outputs/self1e-tiny-synthetic \
 		--card-results outputs/self1e-tiny-synthetic/results.json
 	$(PYTHON) -m hub_upload export outputs/self1e-tiny-synthetic --out $(SHIPPED) --overwrite \
