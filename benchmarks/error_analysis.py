@@ -18,7 +18,7 @@ from common import table
 
 from transformers_self1e import Self1EForSegmentation, Self1EProcessor
 from transformers_self1e.data import SyntheticConfig, make_synthetic_referring_dataset
-from transformers_self1e.data.synthetic import COLOR_PALETTE, object_pixels
+from transformers_self1e.data.synthetic import COLOR_PALETTE, compared_quantity, object_pixels
 from transformers_self1e.demo import SHIPPED_MODEL
 
 
@@ -31,12 +31,6 @@ def pixel_shares(prediction: np.ndarray, target: np.ndarray, objects: np.ndarray
         "other objects": (prediction & objects & ~target).sum() / predicted,
         "background": (prediction & ~objects).sum() / predicted,
     }
-
-
-def position_axis(expression: str) -> str:
-    """Which comparison a position expression asks for: "left/right" (x) or "top/bottom" (y)."""
-    horizontal = any(word in expression for word in ("left", "right"))
-    return "left/right" if horizontal else "top/bottom"
 
 
 def main() -> None:
@@ -66,7 +60,8 @@ def main() -> None:
             shares[row["expression_kind"]].append(result)
             shares[f"{row['expression_kind']}, {'colour named' if names_colour else 'no colour'}"].append(result)
             if row["expression_kind"] == "position":
-                shares[f"position, {position_axis(row['expression'])}"].append(result)
+                axis = {"x": "left/right", "y": "top/bottom"}[compared_quantity(row["expression"])]
+                shares[f"position, {axis}"].append(result)
 
     print("## Where the referring masks go wrong\n")
     print(f"model `{args.model}`, {args.samples} samples of seed {args.seed}; torch {torch.__version__}\n")

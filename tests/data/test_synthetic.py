@@ -13,6 +13,7 @@ from PIL import Image
 from transformers_self1e.data import (
     COLOR_PALETTE,
     SyntheticConfig,
+    compared_quantity,
     generate_referring_sample,
     generate_referring_scene,
     make_synthetic_referring_dataset,
@@ -161,6 +162,15 @@ def test_every_expression_selects_exactly_its_targets() -> None:
             assert (info["target_shape"], info["target_color"]) == (target["shape"], target["color"])
             assert info["target_size_class"] == target["size_class"]
     assert set(kinds) == {"attribute", "size", "position", "multi", "no_target"}, kinds
+
+
+def test_compared_quantity_matches_the_parsed_relation() -> None:
+    quantities = Counter()
+    for _, expression, _, info in samples(seed=2, count=300, config=SyntheticConfig(multi_target_rate=0.2)):
+        relation = parse(expression)[3]
+        quantities[compared_quantity(expression)] += 1
+        assert compared_quantity(expression) == (relation[0] if relation else None), expression
+    assert set(quantities) == {"size", "x", "y", None}, quantities
 
 
 def test_no_target_samples_describe_an_absent_object() -> None:

@@ -15,6 +15,7 @@ import importlib
 from .synthetic import (
     COLOR_PALETTE,
     SyntheticConfig,
+    compared_quantity,
     generate_referring_sample,
     generate_referring_scene,
     make_synthetic_referring_dataset,
@@ -47,6 +48,7 @@ __all__ = [
     "SELF1E_SEG_RATES",
     "TASKS",
     "SyntheticConfig",
+    "compared_quantity",
     "decode_rle",
     "empty_rle",
     "encode_rle",

@@ -333,6 +333,18 @@ _RELATIONS: dict[str, tuple[tuple[str, bool, str, str], ...]] = {
 }
 
 
+def compared_quantity(expression: str) -> str | None:
+    """What an expression of this generator compares objects by: "size", "x" (left/right) or "y" (top/bottom), read
+    from its relation phrase; None for an expression without one."""
+    for relations in _RELATIONS.values():
+        for quantity, _, *templates in relations:
+            for template in templates:
+                prefix, suffix = template.split("{desc}")
+                if expression.startswith(prefix) and expression.endswith(suffix):
+                    return quantity
+    return None
+
+
 def _describe(color: str | None, noun: str) -> str:
     return noun if color is None else f"{color} {noun}"
 
