@@ -5,12 +5,16 @@ PYTHON := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install test demo verify-conversion shipped-model
+.PHONY: install test demo verify-conversion shipped-model shipped-code
+
+# torch 2.13.0 is installed first when the environment has none, in the build the pip index serves: on Linux, PyPI's is
+# the multi-GB CUDA build; `make install TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"` gets the CPU
+# build (the one the tests ran on, from a local wheel folder pip was configured with).
+TORCH_INDEX ?=
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	# A plain `torch` requirement pulls a multi-GB CUDA build; the CPU build of 2.13.0 is installed first if absent.
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install --quiet torch==2.13.0
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install --quiet torch==2.13.0 $(TORCH_INDEX)
 	$(PYTHON) -m pip install --quiet -e ".[train,test]"
 	touch $@
 
@@ -70,4 +74,8 @@ shipped-model: $(VENV)/.installed
 	$(PYTHON) benchmarks/synthetic_quality.py --model outputs/self1e-tiny-synthetic \
 		--card-results outputs/self1e-tiny-synthetic/results.json
 	$(PYTHON) -m hub_upload export outputs/self1e-tiny-synthetic --out $(SHIPPED) --overwrite \
-		--results outputs/self1e-tiny-synthetic/results.json --license apache-2.0 --link-code
+		--results outputs/self1e-tiny-synthetic/results.json --license apache-2.0
+
+# After an edit of modeling/: copy its files over the shipped model's remote code (nothing else there is touched).
+shipped-code: $(VENV)/.installed
+	$(PYTHON) -m hub_upload sync-code $(SHIPPED)

@@ -23,6 +23,7 @@ from pathlib import Path
 from common import table
 
 from transformers_self1e.data import SyntheticConfig, make_synthetic_referring_dataset, make_synthetic_scene_dataset
+from transformers_self1e.evaluation import format_metric
 from transformers_self1e.evaluation.evaluate import evaluate_text_blind
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "finetune_synthetic.py"
@@ -76,8 +77,9 @@ def text_blind_report(args: argparse.Namespace) -> dict:
 def row(name: str, report: dict) -> list[str]:
     metrics = report["metrics"]
     by_size = report["breakdown"].get("target_size_class", {})
-    sizes = [f"{by_size[size]['giou']:.3f}" if size in by_size else "-" for size in SIZE_CLASSES]
-    return [name, f"{metrics['giou']:.3f}", f"{metrics['ciou']:.3f}", *sizes, f"{metrics['n_acc']:.3f}"]
+    sizes = [format_metric(by_size[size]["giou"], 3) if size in by_size else "-" for size in SIZE_CLASSES]
+    scores = [format_metric(metrics[key], 3) for key in ("giou", "ciou")]
+    return [name, *scores, *sizes, format_metric(metrics["n_acc"], 3)]
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from transformers_self1e import Self1EForSegmentation, Self1EProcessor
 from transformers_self1e.data import SyntheticConfig, make_synthetic_referring_dataset
 from transformers_self1e.data.synthetic import COLOR_PALETTE, compared_quantity, object_pixels
 from transformers_self1e.demo import SHIPPED_MODEL
+from transformers_self1e.evaluation import format_metric
 
 
 def pixel_shares(prediction: np.ndarray, target: np.ndarray, objects: np.ndarray) -> dict[str, float]:
@@ -72,7 +73,8 @@ def main() -> None:
     ]
     header = ["expression kind", "samples", "IoU", "target pixels found", "predicted on other objects"]
     print(table([*header, "predicted on background"], rows))
-    print(f"\nno-target expressions answered with an empty mask: {np.mean(empty_answers):.3f} of {len(empty_answers)}")
+    share = format_metric(float(np.mean(empty_answers)) if empty_answers else None, 3)
+    print(f"\nno-target expressions answered with an empty mask: {share} of {len(empty_answers)}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from common import table
 from transformers_self1e import Self1EForSegmentation, Self1EProcessor
 from transformers_self1e.data import SyntheticConfig, make_synthetic_referring_dataset
 from transformers_self1e.demo import SHIPPED_MODEL
+from transformers_self1e.evaluation import format_metric
 from transformers_self1e.evaluation.evaluate import evaluate_mask_grid, evaluate_referring, evaluate_text_blind
 
 BARS = {"giou": 0.85, "ciou": 0.85, "n_acc": 0.90}
@@ -34,10 +35,10 @@ def breakdown_rows(breakdown: dict, grid_breakdown: dict) -> list[list[str]]:
             row = [
                 f"{column}={value}",
                 str(metrics["num_samples"]),
-                f"{metrics['giou']:.3f}",
-                f"{metrics['ciou']:.3f}",
+                format_metric(metrics["giou"], 3),
+                format_metric(metrics["ciou"], 3),
             ]
-            rows.append([*row, f"{reference:.3f}"])
+            rows.append([*row, format_metric(reference, 3)])
     return rows
 
 
@@ -71,8 +72,8 @@ def main() -> int:
     grid_size = model.config.mask_grid_size
     blind, grid = evaluate_text_blind(dataset), evaluate_mask_grid(dataset, grid_size)
     rows = [
-        [key, f"{metrics[key]:.3f}", f">= {bar:.2f}", "pass" if passed[key] else "FAIL"]
-        + [f"{reference['metrics'][key]:.3f}" for reference in (blind, grid)]
+        [key, format_metric(metrics[key], 3), f">= {bar:.2f}", "pass" if passed[key] else "FAIL"]
+        + [format_metric(reference["metrics"][key], 3) for reference in (blind, grid)]
         for key, bar in BARS.items()
     ]
     grid_header = f"ground truth through the {grid_size}x{grid_size} mask grid"

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from common import table
 
+from transformers_self1e.evaluation import format_metric
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "finetune_synthetic.py"
 
 
@@ -37,9 +39,9 @@ def main() -> None:
     rows = [
         [
             str(args.max_steps),
-            f"{metrics['giou']:.3f}",
-            f"{metrics['ciou']:.3f}",
-            f"{metrics['n_acc']:.3f}" if metrics.get("n_acc") is not None else "-",
+            format_metric(metrics["giou"], 3),
+            format_metric(metrics["ciou"], 3),
+            format_metric(metrics.get("n_acc"), 3),
             str(metrics["num_samples"]),
             f"{wall / 60:.1f} min",
             f"{peak / 2**30:.2f} GiB",

@@ -7,6 +7,9 @@
 `image-segmentation` custom pipeline, processor, generation config, model card, and the remote code, which is exactly
 the files of `modeling/`. `push` checks such a folder (and that it loads with `trust_remote_code=True` in a fresh
 interpreter without `transformers_self1e`) before uploading it with `huggingface_hub`.
+
+The package installs this folder as `transformers_self1e.hub_upload`, with `self1e export` and `self1e push` as the
+same commands; `python -m hub_upload` runs them from a checkout.
 """
 
 from .export import export_hub_folder

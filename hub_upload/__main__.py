@@ -1,4 +1,5 @@
-"""Command line: `python -m hub_upload export ...` and `python -m hub_upload push ...` (see `--help`).
+"""Command line: `python -m hub_upload export ...` and `python -m hub_upload push ...` (see `--help`), also installed
+as `self1e export` and `self1e push`; `python -m hub_upload sync-code DIR` refreshes an exported folder's remote code.
 
 Exit codes: 0 success, 1 the folder failed its checks (nothing uploaded), 2 bad input (missing files, a processor
 that does not fit the model, a non-empty output folder, no token).
@@ -7,15 +8,13 @@ that does not fit the model, a non-empty output folder, no token).
 import argparse
 import sys
 
-from .export import export_hub_folder
+from .export import export_hub_folder, sync_remote_code
 from .folder_check import FolderCheckError, FolderReport
 from .push import push_hub_folder
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hub_upload", description="Publish SELF1E models on the Hub.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def add_publish_commands(commands: argparse._SubParsersAction) -> None:
+    """Adds the `export` and `push` commands to `commands`, the subparsers of `python -m hub_upload` or `self1e`."""
     export = commands.add_parser("export", help="write a self-contained Hub folder for a SELF1E model")
     export.add_argument("model", metavar="MODEL_OR_DIR", help="a Self1E model folder (or Hub id)")
     export.add_argument("--out", required=True, help="folder to write (must be empty unless --overwrite)")
@@ -30,12 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dataset", action="append", default=[], help="Hub id of a training dataset (repeatable)")
     export.add_argument("--repo-id", help="repository the folder is meant for, used in the card's code snippets")
     export.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
-    export.add_argument(
-        "--link-code",
-        action="store_true",
-        help="link the remote-code files to this checkout's modeling/ instead of copying them (folders kept in the "
-        "repository, such as the shipped model)",
-    )
 
     push = commands.add_parser("push", help="check a Hub folder and upload it")
     push.add_argument("folder", metavar="DIR")
@@ -51,8 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--meta-load",
         action="store_false",
         dest="full_load",
-        help="check the weights on the meta device only (default for folders above 1 GiB of weights)",
+        help="check the weights on the meta device only, without a forward pass; the weights are still scanned for "
+        "NaN/inf (default for folders above 1 GiB of weights)",
     )
+
+
+def add_sync_code_command(commands: argparse._SubParsersAction) -> None:
+    """Adds the `sync-code` command to `commands`."""
+    sync_code = commands.add_parser(
+        "sync-code", help="replace the remote-code files of an exported folder with the current modeling/ files"
+    )
+    sync_code.add_argument("folder", metavar="DIR", help="an exported SELF1E folder, e.g. the shipped model")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m hub_upload", description="Publish SELF1E models on the Hub.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_publish_commands(commands)
+    add_sync_code_command(commands)
     return parser
 
 
@@ -70,8 +79,8 @@ def print_files(report: FolderReport) -> None:
     print(f"  {len(report.files)} files, {human_size(report.total_bytes)}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Runs the command parsed into `args` and returns its exit code."""
     try:
         if args.command == "export":
             out = export_hub_folder(
@@ -85,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
                 datasets=args.dataset,
                 repo_id=args.repo_id,
                 overwrite=args.overwrite,
-                link_code=args.link_code,
             )
             print(f"wrote {out}")
+            return 0
+        if args.command == "sync-code":
+            replaced = sync_remote_code(args.folder)
+            print(f"{args.folder}: replaced {', '.join(replaced)}" if replaced else f"{args.folder}: code up to date")
             return 0
         result = push_hub_folder(
             args.folder,
@@ -105,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    loading = "loaded fully" if result.report.full_load else "checked on the meta device"
+    loading = (
+        "loaded fully, one forward pass finite"
+        if result.report.full_load
+        else "checked on the meta device: no forward pass, weights scanned for NaN/inf"
+    )
     target = f"{result.repo_id}" + (f" (branch {result.revision})" if result.revision else "")
     if args.dry_run:
         print(f"dry run: {args.folder} passed every check (model {loading}); would upload to {target}:")
@@ -113,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"uploaded {args.folder} to {target}: {result.commit_url}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ import copy
 import json
 import os
 import shutil
+import tempfile
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,7 +42,6 @@ def export_hub_folder(
     datasets: Sequence[str] = (),
     repo_id: str | None = None,
     overwrite: bool = False,
-    link_code: bool = False,
 ) -> Path:
     """Writes everything a Hub repository of the model needs into `out_dir`.
 
@@ -54,19 +55,16 @@ def export_hub_folder(
         license: the card's license identifier.
         datasets: Hub ids of the training datasets, for the card's metadata.
         repo_id: the repository the folder is meant for, used in the card's snippets.
-        overwrite: replace the contents of a non-empty `out_dir`.
-        link_code: write the remote-code files as relative symbolic links to this checkout's `modeling/` instead of
-            copies, for a folder kept inside the repository (the shipped model): one source of truth, and copying
-            the folder (`shutil.copytree`, `cp -L`) still gives real files.
+        overwrite: replace a non-empty `out_dir` (a folder of files only, as an export writes) by the new folder.
 
     Raises:
-        FileExistsError: `out_dir` is not empty and `overwrite` is False.
+        FileExistsError: `out_dir` is a file, or is not empty and `overwrite` is False, or holds a subfolder (which
+            an export never writes, e.g. a `.git`): the tool only replaces folders of files.
         ValueError: the processor does not fit the model (token ids, tile size, vocabulary).
         FolderCheckError: the written folder is incomplete (a bug, reported before anything is moved into place).
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True (--overwrite) to replace its contents")
+    _check_output_folder(out_dir, overwrite)
     if isinstance(results, (str, Path)):
         results = load_results(results)
     if not isinstance(model, Self1EForSegmentation):
@@ -78,12 +76,12 @@ def export_hub_folder(
         processor = load_processor(processor, model.config)
     processor.check_model_config(model.config)
 
-    # Written next to `out_dir` first, so that a failure never leaves a half-written folder behind.
-    staging = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    # Written into a new folder of this call's own next to `out_dir` first, so that a failure never leaves a
+    # half-written folder behind and nothing of anyone else's is ever removed.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = _new_folder_beside(out_dir, "partial")
     try:
-        _write_folder(model, processor, staging, max_shard_size, link_code)
+        _write_folder(model, processor, staging, max_shard_size)
         card = build_model_card(
             model.config,
             repo_id=repo_id or f"your-org/{out_dir.name}",
@@ -98,20 +96,91 @@ def export_hub_folder(
         problems = static_problems(staging)
         if problems:
             raise FolderCheckError(staging, problems)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
+        _move_into_place(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 
 
+def _check_output_folder(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file; give a folder to write")
+    entries = sorted(out_dir.iterdir()) if out_dir.is_dir() else []
+    if entries and not overwrite:
+        raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True (--overwrite) to replace its contents")
+    subfolders = [entry.name for entry in entries if entry.is_dir()]
+    if subfolders:
+        raise FileExistsError(
+            f"{out_dir} holds folders an export does not write ({', '.join(subfolders)}); export into a new folder"
+        )
+
+
+def _new_folder_beside(path: Path, purpose: str) -> Path:
+    """A new empty folder next to `path`, created by this call (never an existing one reused)."""
+    folder = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.{purpose}")
+    folder.mkdir()
+    return folder
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Renames `staging` to `out_dir`; a non-empty `out_dir` is first moved aside into a folder of this call's own
+    and removed only once the new folder is in place (restored if the rename fails)."""
+    if not (out_dir.is_dir() and any(out_dir.iterdir())):
+        staging.rename(out_dir)  # onto a missing or empty folder
+        return
+    replaced = _new_folder_beside(out_dir, "replaced")
+    out_dir.rename(replaced / out_dir.name)
+    try:
+        staging.rename(out_dir)
+    except OSError:
+        (replaced / out_dir.name).rename(out_dir)
+        replaced.rmdir()
+        raise
+    shutil.rmtree(replaced)
+
+
+def sync_remote_code(folder: str | Path) -> list[str]:
+    """Brings the remote-code files of an exported folder up to date with `modeling/`, e.g. the shipped model's after
+    an edit of `modeling/`; returns the names of the files it replaced.
+
+    Only the files named like a file of `modeling/` are written, each beside its destination then renamed over it
+    (a symbolic link is replaced by a file); nothing else in the folder is touched.
+
+    Raises:
+        FileNotFoundError: `folder` has no `config.json`.
+        ValueError: `folder` is not a SELF1E Hub folder (its `auto_map` differs), or it holds Python files that are
+            not files of `modeling/` (left for a person to remove: this function never deletes a file).
+    """
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder} has no config.json: not an exported SELF1E folder")
+    auto_map = json.loads(config_path.read_text()).get("auto_map", {})
+    if any(auto_map.get(auto_class) != reference for auto_class, reference in config_auto_map().items()):
+        raise ValueError(f"{config_path} does not have the auto_map of a SELF1E Hub folder: not refreshing its code")
+    sources = {source.name: source for source in code_files()}
+    unknown = sorted(path.name for path in folder.glob("*.py") if path.name not in sources)
+    if unknown:
+        raise ValueError(f"{folder} has Python files that are not in modeling/: {', '.join(unknown)}; remove them")
+    replaced = []
+    for name, source in sources.items():
+        target = folder / name
+        if target.is_file() and not target.is_symlink() and target.read_bytes() == source.read_bytes():
+            continue
+        descriptor, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+        os.close(descriptor)
+        try:
+            shutil.copyfile(source, partial)
+            shutil.copymode(source, partial)
+            os.replace(partial, target)
+        finally:
+            Path(partial).unlink(missing_ok=True)
+        replaced.append(name)
+    return replaced
+
+
 def _write_folder(
-    model: Self1EForSegmentation,
-    processor: Self1EProcessor,
-    folder: Path,
-    max_shard_size: str | int,
-    link_code: bool = False,
+    model: Self1EForSegmentation, processor: Self1EProcessor, folder: Path, max_shard_size: str | int
 ) -> None:
     # Weights under the model's own module names, as the converters write them, rather than transformers' reverse
     # mapping to the pre-v5 InternVL layout (`model.language_model.model.*`).
@@ -132,11 +201,7 @@ def _write_folder(
     for stale in folder.glob("*.py"):
         stale.unlink()
     for source in code_files():
-        if link_code:
-            # `folder` is a sibling of the final folder, so the relative link stays right after the rename.
-            (folder / source.name).symlink_to(os.path.relpath(source, folder.resolve()))
-        else:
-            shutil.copyfile(source, folder / source.name)
+        shutil.copyfile(source, folder / source.name)
 
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text())
@@ -147,4 +212,4 @@ def _write_folder(
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-__all__ = ["export_hub_folder", "load_processor"]
+__all__ = ["export_hub_folder", "load_processor", "sync_remote_code"]

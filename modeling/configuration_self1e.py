@@ -1,8 +1,10 @@
 """Configuration of SELF1E: InternVL3 (InternViT + Qwen LLM) that segments with a single `[SEG]` token."""
 
-from typing import Literal
+import os
+from typing import Any, Literal
 
 from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.internvl.configuration_internvl import InternVLConfig, InternVLVisionConfig
@@ -73,6 +75,35 @@ class Self1EConfig(InternVLConfig):
                 }
             }
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "Self1EConfig":
+        """
+        Loads the config of a saved model like [`~PreTrainedConfig.from_pretrained`]; an invalid config raises a
+        `ValueError` that names the model and the problem.
+        """
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except ValueError as error:
+            raise ValueError(f"invalid config.json in {pretrained_model_name_or_path}: {error}") from error
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> "Self1EConfig":
+        """
+        Builds a config from a saved dictionary (the content of `config.json`). Unlike the constructor, it requires
+        `text_config` and `vision_config`: their defaults describe a 7B-size model, which a truncated or hand-written
+        `config.json` would otherwise allocate without a word. Invalid values raise a `ValueError`.
+        """
+        missing = [key for key in cls.sub_configs_defaults if key not in config_dict and key not in kwargs]
+        if missing:
+            raise ValueError(
+                f"the config has no {' and no '.join(map(repr, missing))}: a saved Self1E config must describe its "
+                "language model (text_config) and its vision tower (vision_config)"
+            )
+        try:
+            return super().from_dict(config_dict, **kwargs)
+        except StrictDataclassError as error:
+            raise ValueError(str(error.__cause__ or error)) from error
+
     @property
     def tile_size(self) -> int:
         return int(self.vision_config.image_size[0])
@@ -107,7 +138,9 @@ class Self1EConfig(InternVLConfig):
 
     def validate_segmentation_settings(self):
         if self.image_feature_path not in IMAGE_FEATURE_PATHS:
-            raise ValueError(f"image_feature_path must be one of {IMAGE_FEATURE_PATHS}, got {self.image_feature_path!r}")
+            raise ValueError(
+                f"image_feature_path must be one of {IMAGE_FEATURE_PATHS}, got {self.image_feature_path!r}"
+            )
         if self.segmentation_attention not in SEGMENTATION_ATTENTIONS:
             raise ValueError(
                 f"segmentation_attention must be one of {SEGMENTATION_ATTENTIONS}, got {self.segmentation_attention!r}"

@@ -12,7 +12,7 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
 from transformers.models.internvl.modeling_internvl import InternVLModel
-from transformers.utils import ModelOutput, can_return_tuple
+from transformers.utils import TRANSFORMERS_DYNAMIC_MODULE_NAME, ModelOutput, can_return_tuple
 
 from .attention_mask import prepared_mask_function, segmentation_mask_function
 from .configuration_self1e import Self1EConfig
@@ -167,7 +167,10 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
         if processor is None:
             if not self.name_or_path:
                 raise ValueError("this model was not loaded from a folder: pass processor=Self1EProcessor(...)")
-            processor = Self1EProcessor.from_pretrained(self.name_or_path)
+            # This class is remote code only if the caller loaded the folder with `trust_remote_code=True`; the
+            # processor's tokenizer resolves the same folder's config, which must not ask that question again.
+            loaded_as_remote_code = type(self).__module__.startswith(f"{TRANSFORMERS_DYNAMIC_MODULE_NAME}.")
+            processor = Self1EProcessor.from_pretrained(self.name_or_path, trust_remote_code=loaded_as_remote_code)
         self._processor = processor
         return Self1EPredictor(self, processor, **kwargs)
 

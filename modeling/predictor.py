@@ -86,6 +86,7 @@ class Self1EPredictor:
             classes: class names asked about every image; each pixel goes to the most probable class, pixels where no
                 class passes `threshold` are background.
             threshold: probability above which a pixel belongs to a mask.
+            show_progress: show a progress bar when the prompts run through the language model in several chunks.
             images_kwargs: image processor overrides (`max_tiles`, `use_thumbnail`, `max_image_pixels`, ...).
 
         Returns:
@@ -168,7 +169,7 @@ class Self1EPredictor:
         sample_tiles = inputs["sample_tile_indices"]
         chunk_size = max(1, self.max_batch_tokens // input_ids.shape[1])
         chunks = range(0, len(prompt_to_image), chunk_size)
-        if show_progress:
+        if show_progress and len(chunks) > 1:
             chunks = logging.tqdm(chunks, desc="segmenting", unit="batch")
 
         logits = []

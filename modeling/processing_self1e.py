@@ -92,6 +92,12 @@ class Self1EProcessor(ProcessorMixin):
         tokenizer = cls._load_tokenizer_from_pretrained(
             "tokenizer", pretrained_model_name_or_path, subfolder=subfolder, **kwargs
         )
+        # Without its vocabulary files a tokenizer still loads, holding its special tokens only.
+        if len(tokenizer.get_vocab()) <= len(tokenizer.get_added_vocab()):
+            raise ValueError(
+                f"the tokenizer of {pretrained_model_name_or_path} has no vocabulary, only its added tokens: "
+                "tokenizer.json (or vocab.json and merges.txt) is missing"
+            )
         return [image_processor, tokenizer]
 
     # ----------------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from transformers_self1e.demo import (
     write_demo_examples,
 )
 from transformers_self1e.evaluation.evaluate import evaluate_referring, evaluate_text_blind
+from transformers_self1e.visualize import display_scale
 
 # Seeds used in training: 0 (samples) and 1 (its evaluation); the benchmark uses 12345 with 500 samples.
 CI_SEED = 2718
@@ -94,10 +95,12 @@ def test_demo_writes_masks_and_overlays(tmp_path, capsys, shipped):
         image = PIL.Image.open(DEMO_EXAMPLES / example.image)
         assert torch.equal(mask, model.segment(image, example.prompt, processor=processor).masks[0])
         overlay = PIL.Image.open(tmp_path / f"{example.name}-overlay.png")
-        assert overlay.size == image.size
+        scale = display_scale(image.size)  # enlarged, with the legend below
+        assert overlay.width >= image.width * scale and overlay.height > image.height * scale
         ious.append(mask_iou(mask, read_mask(DEMO_EXAMPLES / example.gt)))
         assert f"IoU {ious[-1]:.3f}" in printed
     assert f"mean IoU {np.mean(ious):.3f}" in printed
+    assert (tmp_path / "demo.png").is_file()
 
 
 def test_shipped_model_in_bf16_agrees_with_float32(shipped):

@@ -2,7 +2,7 @@
 
 `assets/examples/examples.json` lists them (`name`, `image`, `prompt`, `gt`, and the synthetic `seed`/`index` that
 made them); `write_demo_examples` regenerates the folder, `run_demo` writes a mask and an overlay PNG per example and
-returns its IoU with the ground truth.
+a contact sheet of them all, and returns each example's IoU with the ground truth.
 """
 
 import json
@@ -14,14 +14,13 @@ import PIL.Image
 import torch
 
 from .modeling import Self1EForSegmentation, Self1EProcessor
+from .output_files import check_output_files, check_output_folder, save_image
+from .visualize import SheetRow, contact_sheet, draw_overlay
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SHIPPED_MODEL = ASSETS / "self1e-tiny-synthetic"
 DEMO_EXAMPLES = ASSETS / "examples"
-OVERLAY_COLORS = np.array(
-    [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)],
-    dtype=np.float32,
-)
+DEMO_SHEET = "demo.png"
 # One example of each expression kind and target size the synthetic data has, in this order.
 DEMO_CATEGORIES: tuple[tuple[str, str], ...] = (
     ("attribute", "regular"),
@@ -77,23 +76,24 @@ def write_demo_examples(folder: str | Path, seed: int, image_size: int) -> list[
     return examples
 
 
-def overlay(image: PIL.Image.Image, masks: torch.Tensor, alpha: float = 0.5) -> PIL.Image.Image:
-    """The image with each mask tinted in its own colour."""
-    canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
-    for index, mask in enumerate(masks.numpy()):
-        color = OVERLAY_COLORS[index % len(OVERLAY_COLORS)]
-        canvas[mask] = (1 - alpha) * canvas[mask] + alpha * color
-    return PIL.Image.fromarray(canvas.round().astype(np.uint8))
-
-
 def save_mask(mask: torch.Tensor | np.ndarray, path: str | Path) -> None:
     """Write a bool mask as a mode "L" PNG, 255 inside (what `read_mask` reads back)."""
-    PIL.Image.fromarray(np.asarray(mask).astype(np.uint8) * 255).save(path)
+    save_image(mask_to_image(mask), path)
+
+
+def mask_to_image(mask: torch.Tensor | np.ndarray) -> PIL.Image.Image:
+    """A bool mask as a mode "L" image, 255 inside."""
+    return PIL.Image.fromarray(np.asarray(mask).astype(np.uint8) * 255)
+
+
+def mask_from_image(image: PIL.Image.Image) -> torch.Tensor:
+    """A bool mask from an image (nonzero = object)."""
+    return torch.from_numpy(np.asarray(image.convert("L")) > 0)
 
 
 def read_mask(path: str | Path) -> torch.Tensor:
     """A bool mask from a PNG (nonzero = object)."""
-    return torch.from_numpy(np.asarray(PIL.Image.open(path).convert("L")) > 0)
+    return mask_from_image(PIL.Image.open(path))
 
 
 def mask_iou(mask: torch.Tensor, gt: torch.Tensor) -> float:
@@ -110,30 +110,51 @@ def run_demo(
     out: str | Path,
     folder: str | Path = DEMO_EXAMPLES,
 ) -> list[dict]:
-    """Segment every example of `folder`; write `NAME-mask.png` and `NAME-overlay.png` into `out`.
+    """Segment every example of `folder`; write `NAME-mask.png` and `NAME-overlay.png` into `out`, and `demo.png`, a
+    contact sheet with one row per example (image, ground truth, prediction, overlay, sentence and IoU).
 
     Returns one dict per example: `name`, `prompt`, `iou` (with the ground truth), `pixels` (of the predicted mask),
     `no_target` (the mask is empty), `mask` and `overlay` (the written paths).
     """
     folder, out = Path(folder), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for example in load_demo_examples(folder):
+    examples = load_demo_examples(folder)
+    check_output_folder(out)
+    outputs = [out / f"{example.name}-{kind}.png" for example in examples for kind in ("mask", "overlay")]
+    inputs = [folder / name for example in examples for name in (example.image, example.gt)]
+    check_output_files([*outputs, out / DEMO_SHEET], inputs=inputs)
+    rows, sheet_rows = [], []
+    for example in examples:
         image = PIL.Image.open(folder / example.image).convert("RGB")
+        gt = read_mask(folder / example.gt)
         result = model.segment(image, example.prompt, processor=processor)
-        mask = result.masks[0]
+        mask, no_target = result.masks[0], bool(result.no_target[0])
+        iou = mask_iou(mask, gt)
         mask_path, overlay_path = out / f"{example.name}-mask.png", out / f"{example.name}-overlay.png"
         save_mask(mask, mask_path)
-        overlay(image, result.masks).save(overlay_path)
+        save_image(draw_overlay(image, result.masks, result.prompts, result.scores), overlay_path)
+        found = "no target" if no_target else f"{int(mask.sum())} px"
+        sheet_rows.append(
+            SheetRow(
+                f'{example.name}:  "{example.prompt}"  IoU {iou:.3f}  ({found})',
+                [
+                    ("image", image),
+                    ("ground truth", mask_to_image(gt)),
+                    ("prediction", mask_to_image(mask)),
+                    ("overlay", draw_overlay(image, result.masks, result.prompts, legend=False)),
+                ],
+            )
+        )
         rows.append(
             {
                 "name": example.name,
                 "prompt": example.prompt,
-                "iou": mask_iou(mask, read_mask(folder / example.gt)),
+                "iou": iou,
                 "pixels": int(mask.sum()),
-                "no_target": bool(result.no_target[0]),
+                "no_target": no_target,
                 "mask": mask_path,
                 "overlay": overlay_path,
             }
         )
+    title = f"SELF1E demo: mean IoU {np.mean([row['iou'] for row in rows]):.3f} over {len(rows)} examples"
+    save_image(contact_sheet(sheet_rows, title=title), out / DEMO_SHEET)
     return rows

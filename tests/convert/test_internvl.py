@@ -173,6 +173,16 @@ def test_bfloat16_check_only_and_errors(original_checkpoint, tmp_path, capsys):
     )
     assert "fits the config" in capsys.readouterr().out and not (tmp_path / "no").exists()
 
+    # An existing folder keeps its files unless --overwrite; then the converted model's files are replaced.
+    (tmp_path / "bf16" / "notes.txt").write_text("kept")
+    arguments = ["internvl", "--checkpoint", str(original_checkpoint), "--out", str(tmp_path / "bf16")]
+    assert convert_main(arguments) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert {t.dtype for path in out.glob("*.safetensors") for t in load_file(path).values()} == {torch.bfloat16}
+    assert convert_main([*arguments, "--overwrite"]) == 0
+    assert {t.dtype for path in out.glob("*.safetensors") for t in load_file(path).values()} == {torch.float32}
+    assert (out / "notes.txt").read_text() == "kept"
+
     # A SELF1E checkpoint already has a head: converting it as a base model is refused before anything is written.
     self1e = tmp_path / "self1e"
     self1e.mkdir()

@@ -104,7 +104,9 @@ class TestMalformedCheckpoints:
     def test_unexpected_keys_are_listed(self, tmp_path):
         state = load_file(CHECKPOINT)
         state["decoder.mask_tokens"] = torch.zeros(2)
-        with pytest.raises(ValueError, match="unexpected keys \\(not part of the source layout\\): decoder.mask_tokens"):
+        with pytest.raises(
+            ValueError, match="unexpected keys \\(not part of the source layout\\): decoder.mask_tokens"
+        ):
             convert_reference_checkpoint(self.write(tmp_path, state), META, tmp_path / "out")
 
     def test_shape_mismatches_are_listed(self, tmp_path):
@@ -112,6 +114,23 @@ class TestMalformedCheckpoints:
         state["combine_decode_proj_all.2.weight"] = torch.zeros(128, 64)
         with pytest.raises(ValueError, match="seg_head.llm_unshuffle_mlp.fc2.weight \\(128, 64\\) \\(config expects"):
             convert_reference_checkpoint(self.write(tmp_path, state), META, tmp_path / "out")
+
+    def test_integer_tensor_where_a_float_weight_belongs(self, tmp_path):
+        state = load_file(CHECKPOINT)
+        state["mlp1.1.weight"] = (state["mlp1.1.weight"] * 1000).to(torch.int32)
+        state["combine_decode_proj.0.bias"] = state["combine_decode_proj.0.bias"] > 0
+        with pytest.raises(ValueError, match="dtype mismatches: ") as error:
+            convert_reference_checkpoint(self.write(tmp_path, state), META, tmp_path / "out", dtype=torch.bfloat16)
+        message = str(error.value)
+        assert "mlp1.1.weight is int32, but the model's model.multi_modal_projector.linear_1.weight" in message
+        assert "combine_decode_proj.0.bias is bool" in message
+        assert not (tmp_path / "out").exists()
+
+    def test_truncated_checkpoint_is_named(self, tmp_path):
+        truncated = tmp_path / "truncated.safetensors"
+        truncated.write_bytes(CHECKPOINT.read_bytes()[:-1000])
+        with pytest.raises(ValueError, match=f"{truncated} is not a readable safetensors file"):
+            convert_reference_checkpoint(truncated, META, tmp_path / "out")
 
     def test_missing_shard_and_missing_files(self, tmp_path):
         (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "gone.safetensors"}}))

@@ -3,6 +3,7 @@ that only has torch and transformers: everything must come from a saved folder's
 
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -19,9 +20,37 @@ class _BlockPackage:
 sys.meta_path.insert(0, _BlockPackage())
 '''
 
+# What transformers prints when it asks whether to run a folder's code, and when it reads a folder's config with a
+# plain `PretrainedConfig` (what its `AutoTokenizer` falls back to after that question is refused or times out).
+TRUST_QUESTION = "Do you wish to run the custom code"
+MODEL_TYPE_WARNING = "You are using a model of type"
 
-def run_without_package(script: str, workdir: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Runs `script` (dedented) offline with an empty Hugging Face cache under `workdir`."""
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(workdir / "hf_home"), "PATH": "/usr/bin:/bin"}
-    code = _BLOCK_PACKAGE + textwrap.dedent(script)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+
+def run_without_package(
+    script: str, workdir: Path, timeout: int = 300, hf_home: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Runs `script` (dedented) offline with an empty Hugging Face cache under `workdir` (or the cache `hf_home`).
+
+    Its stdin is a pipe nobody writes to, like a terminal where nobody answers: a question waits (until
+    transformers gives up) instead of reading end-of-file. Raises `subprocess.TimeoutExpired`, with the output so
+    far, after `timeout` seconds.
+    """
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home or workdir / "hf_home"), "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-c", _BLOCK_PACKAGE + textwrap.dedent(script)]
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env=env, text=True)
+        try:
+            returncode = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            output = _read_from_start(stdout), _read_from_start(stderr)
+            raise subprocess.TimeoutExpired(command, timeout, output=output[0], stderr=output[1]) from None
+        finally:
+            process.stdin.close()
+        return subprocess.CompletedProcess(command, returncode, _read_from_start(stdout), _read_from_start(stderr))
+
+
+def _read_from_start(file) -> str:
+    file.seek(0)
+    return file.read()

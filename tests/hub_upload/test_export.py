@@ -1,6 +1,7 @@
 """`python -m hub_upload export`: a self-contained Hub folder that loads without the package."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,11 +11,11 @@ import torch
 from helpers.pairs import random_image, tiny_model_and_processor
 from huggingface_hub import ModelCard
 
-from hub_upload import export_hub_folder
-from hub_upload.__main__ import main as hub_main
-from hub_upload.hub_layout import MODELING_DIR, PIPELINE_FILE
-from hub_upload.model_card import infer_base_model
 from transformers_self1e import Self1EProcessor
+from transformers_self1e.hub_upload import export_hub_folder
+from transformers_self1e.hub_upload.__main__ import main as hub_main
+from transformers_self1e.hub_upload.hub_layout import MODELING_DIR, PIPELINE_FILE
+from transformers_self1e.hub_upload.model_card import infer_base_model
 from transformers_self1e.presets import internvl3_2b_config, internvl3_8b_config, tiny_config
 
 RESULTS = [
@@ -180,15 +181,74 @@ def test_converted_folder_with_a_tokenizer_only(exported, tmp_path):
     assert Self1EProcessor.from_pretrained(out).token_ids == processor.token_ids
 
 
-def test_linked_code_points_at_the_modeling_directory(exported, tmp_path):
+def test_export_never_removes_a_folder_it_did_not_create(exported, tmp_path):
+    # A folder named like the staging folder of an older version of the tool, holding someone's work.
     _, model, processor = exported
-    out = export_hub_folder(model, tmp_path / "nested" / "hub", processor=processor, link_code=True)
-    linked = sorted(out.glob("*.py"))
-    assert [path.name for path in linked] == sorted(path.name for path in MODELING_DIR.glob("*.py"))
-    for path in linked:
-        assert path.is_symlink() and not path.readlink().is_absolute()
-        assert path.resolve() == (MODELING_DIR / path.name).resolve()
-    assert not (out / "model.safetensors").is_symlink()
+    (tmp_path / ".hub.partial").mkdir()
+    (tmp_path / ".hub.partial" / "notes.txt").write_text("mine")
+    out = export_hub_folder(model, tmp_path / "hub", processor=processor)
+    assert (tmp_path / ".hub.partial" / "notes.txt").read_text() == "mine"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".hub.partial", "hub"]  # nothing of its own left
+    assert (out / "model.safetensors").is_file() and not any(path.is_symlink() for path in out.iterdir())
+
+
+def test_overwrite_replaces_a_folder_of_files_only(exported, tmp_path):
+    _, model, processor = exported
+    out = tmp_path / "hub"
+    out.mkdir()
+    (out / "model-00001-of-00009.safetensors").write_bytes(b"an older export's shard")
+    export_hub_folder(model, out, processor=processor, overwrite=True)
+    assert not (out / "model-00001-of-00009.safetensors").exists() and (out / "model.safetensors").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["hub"]
+
+    # A clone of the Hub repository: its .git is not the tool's to delete.
+    (out / ".git").mkdir()
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    with pytest.raises(FileExistsError, match=r"holds folders an export does not write \(\.git\)"):
+        export_hub_folder(model, out, processor=processor, overwrite=True)
+    assert (out / ".git" / "HEAD").read_text() == "ref: refs/heads/main" and (out / "model.safetensors").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["hub"]
+
+
+def test_sync_code_replaces_only_the_remote_code_files(exported, tmp_path, capsys):
+    folder = tmp_path / "hub"
+    shutil.copytree(exported[0], folder)
+    (folder / "mask_losses.py").write_text("# stale\n")
+    (folder / "segmentation_head.py").unlink()
+    (folder / "segmentation_head.py").symlink_to(MODELING_DIR / "segmentation_head.py")
+    (folder / "notes.txt").write_text("mine")
+    untouched = (folder / "modeling_self1e.py").stat().st_ino
+    assert hub_main(["sync-code", str(folder)]) == 0
+    assert "replaced mask_losses.py, segmentation_head.py" in capsys.readouterr().out
+    assert {path.name: path.read_bytes() for path in folder.glob("*.py")} == {
+        path.name: path.read_bytes() for path in MODELING_DIR.glob("*.py")
+    }
+    assert not (folder / "segmentation_head.py").is_symlink()
+    assert (folder / "modeling_self1e.py").stat().st_ino == untouched
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert not [path.name for path in folder.iterdir() if path.name.startswith(".")]
+    assert hub_main(["sync-code", str(folder)]) == 0
+    assert "code up to date" in capsys.readouterr().out
+
+
+def test_sync_code_refuses_other_folders(exported, tmp_path, capsys):
+    assert hub_main(["sync-code", str(tmp_path)]) == 2
+    assert "has no config.json" in capsys.readouterr().err
+
+    folder = tmp_path / "hub"
+    shutil.copytree(exported[0], folder)
+    (folder / "helper.py").write_text("# someone's\n")
+    (folder / "mask_losses.py").write_text("# stale\n")
+    assert hub_main(["sync-code", str(folder)]) == 2
+    assert "Python files that are not in modeling/: helper.py" in capsys.readouterr().err
+    assert (folder / "mask_losses.py").read_text() == "# stale\n"  # checked before anything is written
+
+    (folder / "helper.py").unlink()
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"]["AutoModel"] = "modeling_other.OtherModel"
+    (folder / "config.json").write_text(json.dumps(config))
+    assert hub_main(["sync-code", str(folder)]) == 2
+    assert "does not have the auto_map of a SELF1E Hub folder" in capsys.readouterr().err
 
 
 def test_export_errors_exit_with_code_2(exported, tmp_path, capsys):

@@ -1,7 +1,10 @@
 """Command line.
 
-    python -m transformers_self1e.convert reference --checkpoint ... --reference-config ... --out ...
-    python -m transformers_self1e.convert internvl --checkpoint INTERNVL3_FOLDER --out ...
+    python -m transformers_self1e.convert reference --checkpoint ... --reference-config ... --out ... [--overwrite]
+    python -m transformers_self1e.convert internvl --checkpoint INTERNVL3_FOLDER --out ... [--overwrite]
+
+--out must be a new or empty folder; with --overwrite the converted model's files in it are replaced and other files
+are kept. Nothing is written when the checkpoint does not fit its config.
 """
 
 import argparse
@@ -15,7 +18,13 @@ from .record import compare_with_record, load_reference_record
 from .reference import convert_reference_checkpoint
 
 PARITY_TOLERANCE = 1e-4
-DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {
+    "auto": None,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="prefix of the adapter's module names in the checkpoint (default: language_model., for an adapter "
         "saved from the reference's language model)",
     )
-    _add_check_only(reference)
+    _add_output_options(reference)
 
     internvl = commands.add_parser(
         "internvl",
@@ -63,15 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     internvl.add_argument("--seg-token-id", type=int, help="id of [SEG] (default: the first id after the vocabulary)")
     internvl.add_argument("--dtype", choices=sorted(DTYPES), default="auto", help="weight dtype (auto: as stored)")
     internvl.add_argument("--seed", type=int, default=0, help="seed of the segmentation head's initialisation")
-    _add_check_only(internvl)
+    _add_output_options(internvl)
     return parser
 
 
-def _add_check_only(command: argparse.ArgumentParser) -> None:
+def _add_output_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --out folder: the converted model's files are replaced, other files are kept",
+    )
     command.add_argument(
         "--check-only",
         action="store_true",
-        help="check names and shapes against the config from the safetensors headers, write nothing",
+        help="check names, shapes and dtypes against the config from the safetensors headers, write nothing",
     )
 
 
@@ -107,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 lora_adapter=args.lora_adapter,
                 lora_adapter_prefix=args.lora_adapter_prefix,
                 check_only=args.check_only,
+                overwrite=args.overwrite,
             )
         else:
             out = convert_internvl_checkpoint(
@@ -117,12 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                 seg_token_id=args.seg_token_id,
                 seed=args.seed,
                 check_only=args.check_only,
+                overwrite=args.overwrite,
             )
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.check_only:
-        print(f"{args.checkpoint}: every name and shape fits the config")
+        print(f"{args.checkpoint}: every name, shape and dtype fits the config")
         return 0
     print(f"wrote {out}")
     if getattr(args, "verify", None) and not verify(str(out), args.verify):

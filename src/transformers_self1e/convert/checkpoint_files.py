@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
+from transformers.modeling_utils import str_to_torch_dtype
 
+SAFETENSORS_WEIGHTS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 
@@ -30,8 +32,12 @@ def checkpoint_shards(checkpoint: str | Path) -> list[Path]:
 
 
 def _shards_from_index(index: Path) -> list[Path]:
-    weight_map = json.loads(index.read_text()).get("weight_map")
-    if not weight_map:
+    try:
+        content = json.loads(index.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{index} is not valid JSON: {error}") from None
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
         raise ValueError(f"{index} has no weight_map")
     shards = [index.parent / name for name in dict.fromkeys(weight_map.values())]
     missing = [str(shard) for shard in shards if not shard.is_file()]
@@ -42,22 +48,38 @@ def _shards_from_index(index: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """Where a tensor is stored and its shape, as the safetensors header says."""
+    """Where a tensor is stored, its shape and its dtype, as the safetensors header says."""
 
     shard: Path
     shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
 
 
 def read_header(shards: list[Path]) -> dict[str, TensorInfo]:
-    """Name -> shard and shape of every tensor, read from the safetensors headers only."""
+    """Name -> shard, shape and dtype of every tensor, read from the safetensors headers only.
+
+    Raises:
+        ValueError: a file is not a complete safetensors file, a tensor has a dtype the converter does not handle,
+            or a name appears in several shards.
+    """
     header = {}
     for shard in shards:
-        with safe_open(shard, framework="pt") as reader:
-            for name in reader.keys():
-                if name in header:
-                    raise ValueError(f"tensor {name!r} appears in more than one shard")
-                header[name] = TensorInfo(shard, tuple(reader.get_slice(name).get_shape()))
+        try:
+            with safe_open(shard, framework="pt") as reader:
+                for name in reader.keys():
+                    if name in header:
+                        raise ValueError(f"tensor {name!r} appears in more than one shard")
+                    tensor = reader.get_slice(name)
+                    header[name] = TensorInfo(shard, tuple(tensor.get_shape()), _torch_dtype(tensor.get_dtype(), name))
+        except SafetensorError as error:
+            raise ValueError(f"{shard} is not a readable safetensors file (truncated or corrupt?): {error}") from None
     return header
+
+
+def _torch_dtype(stored: str, name: str) -> torch.dtype:
+    if stored not in str_to_torch_dtype:
+        raise ValueError(f"tensor {name!r} has the safetensors dtype {stored}, which the converter does not handle")
+    return str_to_torch_dtype[stored]
 
 
 def read_shapes(shards: list[Path]) -> dict[str, tuple[int, ...]]:
@@ -78,4 +100,13 @@ def iter_shard_tensors(shard: Path) -> Iterator[tuple[str, torch.Tensor]]:
             yield name, reader.get_tensor(name)
 
 
-__all__ = ["TensorInfo", "checkpoint_shards", "iter_shard_tensors", "read_header", "read_shapes", "read_tensor"]
+__all__ = [
+    "SAFETENSORS_INDEX",
+    "SAFETENSORS_WEIGHTS",
+    "TensorInfo",
+    "checkpoint_shards",
+    "iter_shard_tensors",
+    "read_header",
+    "read_shapes",
+    "read_tensor",
+]

@@ -171,14 +171,15 @@ def convert_internvl_checkpoint(
     seg_token_id: int | None = None,
     seed: int = 0,
     check_only: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Converts an InternVL3 base checkpoint folder (`-hf` or original layout) into a Self1E folder ready for
     fine-tuning: `[SEG]` added to the vocabulary, a freshly initialised segmentation head, and, when the source folder
-    has a tokenizer, a `Self1EProcessor` whose tokenizer has `[SEG]`."""
+    has a tokenizer, a `Self1EProcessor` whose tokenizer has `[SEG]`. `out_dir` must be missing or empty unless
+    `overwrite`, which replaces the converted model's files in it and keeps the others."""
     folder = Path(checkpoint)
     config, convert = internvl_conversion(folder, image_token_id, seg_token_id)
-    processor = processor_from_tokenizer(folder, config)
-    out = write_converted_folder(
+    return write_converted_folder(
         checkpoint_shards(folder),
         with_seg_token_row(convert),
         config,
@@ -186,10 +187,10 @@ def convert_internvl_checkpoint(
         dtype,
         new_weights=initial_segmentation_head(config, seed),
         check_only=check_only,
+        overwrite=overwrite,
+        inputs=[folder],
+        processor=processor_from_tokenizer(folder, config),
     )
-    if processor is not None and not check_only:
-        processor.save_pretrained(out)
-    return out
 
 
 __all__ = [

@@ -29,9 +29,18 @@ _RENAMES: list[tuple[str, str]] = [
     (r"^vision_model\.embeddings\.class_embedding$", "model.vision_tower.embeddings.cls_token"),
     (r"^vision_model\.embeddings\.position_embedding$", "model.vision_tower.embeddings.position_embeddings"),
     (r"^vision_model\.embeddings\.patch_embedding\.", "model.vision_tower.embeddings.patch_embeddings.projection."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.attn\.proj\.", r"model.vision_tower.encoder.layer.\1.attention.projection_layer."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.attn\.q_norm\.", r"model.vision_tower.encoder.layer.\1.attention.q_norm."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.attn\.k_norm\.", r"model.vision_tower.encoder.layer.\1.attention.k_norm."),
+    (
+        r"^vision_model\.encoder\.layers\.(\d+)\.attn\.proj\.",
+        r"model.vision_tower.encoder.layer.\1.attention.projection_layer.",
+    ),
+    (
+        r"^vision_model\.encoder\.layers\.(\d+)\.attn\.q_norm\.",
+        r"model.vision_tower.encoder.layer.\1.attention.q_norm.",
+    ),
+    (
+        r"^vision_model\.encoder\.layers\.(\d+)\.attn\.k_norm\.",
+        r"model.vision_tower.encoder.layer.\1.attention.k_norm.",
+    ),
     (r"^vision_model\.encoder\.layers\.(\d+)\.ls1$", r"model.vision_tower.encoder.layer.\1.lambda_1"),
     (r"^vision_model\.encoder\.layers\.(\d+)\.ls2$", r"model.vision_tower.encoder.layer.\1.lambda_2"),
     (r"^vision_model\.encoder\.layers\.(\d+)\.norm1\.", r"model.vision_tower.encoder.layer.\1.layernorm_before."),
@@ -63,7 +72,11 @@ def convert_reference_tensor(name: str, tensor: torch.Tensor) -> list[tuple[str,
         layer, kind = fused.groups()
         prefix = f"model.vision_tower.encoder.layer.{layer}.attention"
         query, key, value = tensor.chunk(3, dim=0)
-        return [(f"{prefix}.q_proj.{kind}", query), (f"{prefix}.k_proj.{kind}", key), (f"{prefix}.v_proj.{kind}", value)]
+        return [
+            (f"{prefix}.q_proj.{kind}", query),
+            (f"{prefix}.k_proj.{kind}", key),
+            (f"{prefix}.v_proj.{kind}", value),
+        ]
     for pattern, replacement in _RENAMES:
         new_name, found = re.subn(pattern, replacement, name)
         if found:
@@ -115,7 +128,9 @@ def self1e_config_from_reference(
         vision_feature_layer=reference_config.get("select_layer", -1),
         image_token_id=image_token_id,
         seg_token_id=seg_token_id,
-        image_seq_length=int((image_size // vision["patch_size"]) ** 2 * reference_config.get("downsample_ratio", 0.5) ** 2),
+        image_seq_length=int(
+            (image_size // vision["patch_size"]) ** 2 * reference_config.get("downsample_ratio", 0.5) ** 2
+        ),
         text_loss_weight=weights.get("ce", 1.0),
         bce_loss_weight=weights.get("bce", 2.0),
         dice_loss_weight=weights.get("dice", 0.5),
@@ -187,6 +202,7 @@ def convert_reference_checkpoint(
     lora_adapter: str | Path | None = None,
     lora_adapter_prefix: str = "language_model.",
     check_only: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Converts a reference SELF1E checkpoint (file, index or folder; single or sharded) into a Self1E folder that
     `Self1EForSegmentation.from_pretrained` (or `AutoModel` with `trust_remote_code=True`) loads.
@@ -195,7 +211,8 @@ def convert_reference_checkpoint(
     adapter folder `lora_adapter`, are merged into their weights on the way. `lora_alpha` applies to factors stored in
     the checkpoint (default: twice the rank, as the reference training); an adapter folder gives its own. The
     adapter's module names are prefixed with `lora_adapter_prefix`: the reference wraps its language model alone.
-    With `check_only`, names and shapes are checked and nothing is written.
+    With `check_only`, names, shapes and dtypes are checked and nothing is written. `out_dir` must be missing or
+    empty unless `overwrite`, which replaces the converted model's files in it and keeps the others.
     """
     settings, image_token_id, seg_token_id, loss_weights = load_reference_settings(
         reference_config, image_token_id, seg_token_id
@@ -207,7 +224,10 @@ def convert_reference_checkpoint(
         adapter_header, lora_alpha, use_rslora = load_lora_adapter(lora_adapter)
     merger = LoraMerger.from_header(read_header(shards), adapter_header, lora_adapter_prefix, lora_alpha, use_rslora)
     convert = convert_reference_tensor if merger is None else merger.wrap(convert_reference_tensor)
-    return write_converted_folder(shards, convert, config, out_dir, dtype, check_only=check_only)
+    inputs = [checkpoint, reference_config] + ([lora_adapter] if lora_adapter is not None else [])
+    return write_converted_folder(
+        shards, convert, config, out_dir, dtype, check_only=check_only, overwrite=overwrite, inputs=inputs
+    )
 
 
 __all__ = [

@@ -6,8 +6,8 @@ The training loaders (`load_referring_segmentation`, `load_semantic_segmentation
 `transformers_self1e.data.schema` for the details. `mix_datasets` combines them at the paper's sampling rates
 (`SELF1E_RATES`, `SELF1E_SEG_RATES`), and `transformers_self1e.training.Self1EDataCollator` turns rows into batches.
 
-The synthetic generator needs numpy and PIL only; everything else needs the `train` extra (`datasets`,
-`pycocotools`) and is imported on first use.
+The synthetic generator and `SyntheticReferringRows` need numpy and PIL only; everything else needs the `data` extra
+(`datasets`, `pycocotools`) and is imported on first use.
 """
 
 import importlib
@@ -15,6 +15,7 @@ import importlib
 from .synthetic import (
     COLOR_PALETTE,
     SyntheticConfig,
+    SyntheticReferringRows,
     compared_quantity,
     generate_referring_sample,
     generate_referring_scene,
@@ -48,6 +49,7 @@ __all__ = [
     "SELF1E_SEG_RATES",
     "TASKS",
     "SyntheticConfig",
+    "SyntheticReferringRows",
     "compared_quantity",
     "decode_rle",
     "empty_rle",

@@ -1,15 +1,16 @@
 """Binary masks as COCO run-length encodings (RLE): a few hundred bytes per mask in a dataset, decoded only when batched.
 
 An RLE here is `{"size": [height, width], "counts": str}`, pycocotools' compressed RLE with the counts as text so that
-it fits a `datasets` string column.
+it fits a `datasets` string column. pycocotools (the `data` extra) is imported on first use, so masks given as
+arrays, images or tensors need nothing beyond the core dependencies.
 """
 
 from collections.abc import Iterable, Mapping
+from types import ModuleType
 
 import numpy as np
 import PIL.Image
 import torch
-from pycocotools import mask as mask_utils
 
 
 def encode_rle(mask: np.ndarray) -> dict:
@@ -17,7 +18,7 @@ def encode_rle(mask: np.ndarray) -> dict:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"a mask must be (height, width), got shape {mask.shape}")
-    rle = mask_utils.encode(np.asfortranarray(mask != 0, dtype=np.uint8))
+    rle = _mask_utils().encode(np.asfortranarray(mask != 0, dtype=np.uint8))
     return {"size": [int(side) for side in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
@@ -31,13 +32,13 @@ def merge_rles(rles: Iterable[Mapping], height: int, width: int) -> dict:
     rles = [_pycocotools_rle(rle) for rle in rles]
     if not rles:
         return empty_rle(height, width)
-    merged = mask_utils.merge(rles, intersect=False)
+    merged = _mask_utils().merge(rles, intersect=False)
     return {"size": [int(side) for side in merged["size"]], "counts": merged["counts"].decode("ascii")}
 
 
 def decode_rle(rle: Mapping) -> np.ndarray:
     """A `(height, width)` uint8 0/1 mask from a compressed (str or bytes counts) or uncompressed (list counts) RLE."""
-    return mask_utils.decode(_pycocotools_rle(rle))
+    return _mask_utils().decode(_pycocotools_rle(rle))
 
 
 def to_binary_mask(mask) -> torch.Tensor:
@@ -55,11 +56,18 @@ def to_binary_mask(mask) -> torch.Tensor:
     return torch.from_numpy(array != 0).float()
 
 
+def _mask_utils() -> ModuleType:
+    """pycocotools' RLE functions, imported only when an RLE is encoded or decoded."""
+    from pycocotools import mask
+
+    return mask
+
+
 def _pycocotools_rle(rle: Mapping) -> dict:
     height, width = (int(side) for side in rle["size"])
     counts = rle["counts"]
     if isinstance(counts, list):
-        return mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+        return _mask_utils().frPyObjects({"size": [height, width], "counts": counts}, height, width)
     return {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 

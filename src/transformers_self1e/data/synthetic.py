@@ -24,7 +24,9 @@ matching it.
 * `the <colour> <noun>` matching no object (kind `"no_target"`): an all-zero mask.
 """
 
+import collections.abc
 import hashlib
+import operator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -651,6 +653,27 @@ def _dataset_row(seed: int, index: int, config: SyntheticConfig) -> dict:
     row = {"sample_id": index, "image": image, "expression": expression}
     row["mask"] = Image.fromarray(mask.astype(np.uint8) * 255)
     return row | {name: info[name] for name in _INFO_COLUMNS}
+
+
+class SyntheticReferringRows(collections.abc.Sequence):
+    """Samples 0..num_samples-1 of `seed` as plain rows, each drawn when it is read: the rows of
+    `make_synthetic_referring_dataset` (same columns, `image` and `mask` as PIL images) without `datasets`."""
+
+    def __init__(self, num_samples: int, seed: int, config: SyntheticConfig | None = None):
+        if num_samples < 0:
+            raise ValueError(f"num_samples must not be negative, got {num_samples}")
+        self.num_samples = num_samples
+        self.seed = seed
+        self.config = config or SyntheticConfig()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict:
+        index = operator.index(index)
+        if not -self.num_samples <= index < self.num_samples:
+            raise IndexError(f"sample {index} of {self.num_samples}")
+        return _dataset_row(self.seed, index % self.num_samples, self.config)
 
 
 def make_synthetic_referring_dataset(

@@ -1,8 +1,7 @@
 """Evaluation metrics for referring, generalized referring and open-vocabulary semantic segmentation, and the
-evaluation of a model over a dataset (`evaluate_referring`, which needs the `train` extra and is imported on first
-use)."""
+evaluation of a model over a dataset (`evaluate_referring`, imported on first use)."""
 
-from .metrics import ReferringSegmentationMetrics, SemanticSegmentationMetrics, logits_to_mask
+from .metrics import ReferringSegmentationMetrics, SemanticSegmentationMetrics, format_metric, logits_to_mask
 
 _EVALUATE_EXPORTS = (
     "BREAKDOWN_COLUMNS",
@@ -26,6 +25,7 @@ __all__ = [
     "ReferringSegmentationMetrics",
     "SemanticSegmentationMetrics",
     "evaluate_referring",
+    "format_metric",
     "load_evaluation_dataset",
     "logits_to_mask",
     "referring_targets",

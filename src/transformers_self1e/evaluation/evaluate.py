@@ -1,8 +1,10 @@
 """Referring segmentation evaluation of a SELF1E model over a dataset: cIoU, gIoU, N-acc and T-acc, overall and per
-value of descriptive columns (needs the `train` extra: `datasets`, `pycocotools`)."""
+value of descriptive columns. Synthetic samples need only the core dependencies; a saved dataset needs the `data`
+extra (`datasets`, and `pycocotools` for run-length masks)."""
 
 import json
 import math
+import os
 import re
 import time
 from collections import defaultdict
@@ -15,7 +17,7 @@ from torch.nn import functional as F
 from transformers.utils import logging
 
 from ..data.masks import to_binary_mask
-from ..data.synthetic import SyntheticConfig, make_synthetic_referring_dataset, object_pixels
+from ..data.synthetic import SyntheticConfig, SyntheticReferringRows, object_pixels
 from ..modeling.mask_postprocessing import resize_mask_logits
 from .metrics import ReferringSegmentationMetrics
 
@@ -135,10 +137,17 @@ def evaluate_mask_grid(dataset: "datasets.Dataset | Sequence[Mapping]", grid_siz
 
 
 def write_report(report: Mapping, path: str | Path) -> Path:
-    """Writes `report` as indented JSON, NaN (a metric without samples to average) as `null`."""
+    """Writes `report` as indented JSON, NaN (a metric without samples to average) as `null`; the file is written
+    beside `path` and renamed over it, so an interrupted write leaves no partial report."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n")
+    text = json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n"
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
@@ -152,21 +161,21 @@ def _json_ready(value: Any) -> Any:
 
 def load_evaluation_dataset(
     spec: str, split: str | None = None, seed: int = 1, synthetic_config: SyntheticConfig | None = None
-) -> "datasets.Dataset":
-    """The dataset named by `spec`: `synthetic[:N]` (the first N synthetic samples of `seed`; 200 without `[:N]`), or
-    a folder written by `save_to_disk` (a `DatasetDict` needs `split` unless it has one split), optionally
-    `PATH[:N]` for its first N rows."""
+) -> "datasets.Dataset | SyntheticReferringRows":
+    """The dataset named by `spec`: `synthetic[:N]` (the first N synthetic samples of `seed` as plain rows, see
+    `SyntheticReferringRows`; 200 without `[:N]`), or a folder written by `save_to_disk` (a `DatasetDict` needs
+    `split` unless it has one split), optionally `PATH[:N]` for its first N rows."""
     match = _DATASET_SPEC.match(spec)
     name, count = match["name"], None if match["count"] is None else int(match["count"])
     if name == "synthetic":
         if split is not None:
             raise ValueError("--split is for a saved dataset, not for synthetic data")
-        return make_synthetic_referring_dataset(count or DEFAULT_SYNTHETIC_SAMPLES, seed, synthetic_config)
-
-    from datasets import DatasetDict, load_from_disk
+        return SyntheticReferringRows(count or DEFAULT_SYNTHETIC_SAMPLES, seed, synthetic_config)
 
     if not Path(name).is_dir():
         raise FileNotFoundError(f"no dataset at {name}: give synthetic[:N] or a folder written by save_to_disk")
+    from datasets import DatasetDict, load_from_disk
+
     dataset = load_from_disk(name)
     if isinstance(dataset, DatasetDict):
         if split is None and len(dataset) != 1:

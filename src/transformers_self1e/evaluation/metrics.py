@@ -13,6 +13,7 @@ Sources the conventions were checked against (read, not copied):
   `open-mmlab/mmsegmentation` `mmseg/evaluation/metrics/iou_metric.py` (`IoUMetric`).
 """
 
+import math
 from typing import Literal, Sequence
 
 import numpy as np
@@ -107,6 +108,14 @@ def _check_no_target(no_target: bool | Sequence[bool] | ArrayLike | None, gt_emp
 
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("nan")
+
+
+def format_metric(value: float | None, digits: int = 4) -> str:
+    """`value` with `digits` decimals, for people to read; "n/a" for a metric without samples to average (NaN in
+    `compute()`, null in a JSON report)."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
 
 
 class ReferringSegmentationMetrics:
