@@ -2,9 +2,11 @@
 
 Static checks read files only: required files, remote code identical to `modeling/` with every relative import
 present, `auto_map` / `custom_pipelines` entries that name classes defined in the folder's code, a weights index
-that agrees with the safetensors headers, and card metadata the Hub can list the model with. The load check then
-runs `load_check.py` in a fresh interpreter where `transformers_self1e` cannot be imported, so the folder is loaded
-exactly as a Hub user would load it.
+that agrees with the safetensors headers, and card metadata the Hub can list the model with. Every floating-point
+weight is then read, one tensor at a time, and must be finite. The load check runs `load_check.py` in a fresh
+interpreter where `transformers_self1e` cannot be imported, so the folder is loaded exactly as a Hub user would load
+it; a full load also runs one forward pass on a small synthetic image, whose logits and mask logits must be finite.
+A load on the meta device (large folders) runs no forward pass: there the weight scan is the only check of values.
 """
 
 import ast
@@ -16,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import transformers
 import yaml
 from huggingface_hub import ModelCard
@@ -36,8 +39,10 @@ REQUIRED_FILES = (
 CARD_METADATA = {"library_name": "transformers", "pipeline_tag": "image-segmentation"}
 LOAD_CHECK_SCRIPT = Path(__file__).with_name("load_check.py")
 FULL_LOAD_LIMIT = 2**30
-"""Folders with at most this many bytes of weights are loaded fully by the load check, larger ones on meta."""
+"""Folders with at most this many bytes of weights are loaded fully by the load check and run a forward pass; larger
+ones are checked on the meta device, where no forward pass is possible."""
 LOAD_CHECK_TIMEOUT = 1800
+MAX_LISTED = 10
 
 
 class FolderCheckError(Exception):
@@ -70,8 +75,9 @@ def upload_files(folder: str | Path) -> list[tuple[str, int]]:
 
 
 def check_hub_folder(folder: str | Path, full_load: bool | None = None) -> FolderReport:
-    """Runs the static checks, then the load check (fully loading the model when `full_load`, or by default when the
-    weights take at most `FULL_LOAD_LIMIT` bytes, else on the meta device).
+    """Runs the static checks, then the scan of the weights for NaN and infinity and the load check (fully loading the
+    model and running one forward pass when `full_load`, or by default when the weights take at most `FULL_LOAD_LIMIT`
+    bytes, else on the meta device, without a forward pass).
 
     Raises:
         FolderCheckError: listing every problem found.
@@ -85,7 +91,7 @@ def check_hub_folder(folder: str | Path, full_load: bool | None = None) -> Folde
     files = upload_files(folder)
     if full_load is None:
         full_load = sum(size for name, size in files if name.endswith(".safetensors")) <= FULL_LOAD_LIMIT
-    problems = load_problems(folder, full_load)
+    problems = non_finite_weight_problems(folder) + load_problems(folder, full_load)
     if problems:
         raise FolderCheckError(folder, problems)
     return FolderReport(files, full_load)
@@ -229,6 +235,23 @@ def _safetensors_keys(path: Path) -> set[str] | None:
         return None
 
 
+def non_finite_weight_problems(folder: Path) -> list[str]:
+    """The safetensors files whose floating-point tensors hold NaN or infinity, each tensor read on its own so that
+    memory stays at one tensor. Such weights load without any error and would only show as NaN outputs."""
+    problems = []
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(path, framework="pt") as reader:
+            broken = [name for name in sorted(reader.keys()) if not _is_finite(reader.get_tensor(name))]
+        if broken:
+            more = f", ... ({len(broken) - MAX_LISTED} more)" if len(broken) > MAX_LISTED else ""
+            problems.append(f"{path.name} holds NaN or infinite values in {', '.join(broken[:MAX_LISTED])}{more}")
+    return problems
+
+
+def _is_finite(tensor: torch.Tensor) -> bool:
+    return not tensor.is_floating_point() or bool(torch.isfinite(tensor).all())
+
+
 def _read_json(path: Path, problems: list[str]) -> dict | None:
     if not path.is_file():
         return None
@@ -254,4 +277,12 @@ def load_problems(folder: Path, full_load: bool) -> list[str]:
         return [f"loading the folder in a fresh interpreter crashed:\n{result.stderr[-3000:]}"]
 
 
-__all__ = ["FolderCheckError", "FolderReport", "check_hub_folder", "load_problems", "static_problems", "upload_files"]
+__all__ = [
+    "FolderCheckError",
+    "FolderReport",
+    "check_hub_folder",
+    "load_problems",
+    "non_finite_weight_problems",
+    "static_problems",
+    "upload_files",
+]

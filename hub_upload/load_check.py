@@ -7,7 +7,8 @@ which imports `transformers_self1e`, stays out of it):
 
 `transformers_self1e` is made unimportable first: the folder's remote code must be enough. With `--meta` the model
 is built on the meta device and its parameter names and shapes are compared with the safetensors headers (which hold
-the module names, as `export` writes them); `--full` loads the weights.
+the module names, as `export` writes them); no forward pass is possible there. `--full` loads the weights and runs one
+forward pass on a small synthetic image with a `[SEG]` prompt, whose logits and mask logits must be finite.
 """
 
 import sys
@@ -28,6 +29,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import torch
 from safetensors import safe_open
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
@@ -35,6 +38,8 @@ from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 REMOTE_CODE_PACKAGE = "transformers_modules"
 MAX_LISTED = 20
+TEST_IMAGE_SIZE = (48, 64)
+TEST_PROMPT = "the object in the middle"
 
 
 def stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
@@ -74,6 +79,30 @@ def weights_problems_on_meta(folder: Path, config) -> list[str]:
     return problems
 
 
+def forward_problems(model, processor) -> list[str]:
+    """One forward pass on a small random image with a `[SEG]` prompt: its logits and its mask logits must be finite
+    (weights overwritten with NaN, or values that overflow the dtype, load without any error)."""
+    pixels = np.random.default_rng(0).integers(0, 256, (*TEST_IMAGE_SIZE, 3), dtype=np.uint8)
+    inputs = processor.prepare_segmentation_inputs(PIL.Image.fromarray(pixels), TEST_PROMPT)
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    with torch.no_grad():
+        outputs = model(**inputs)
+    shapes = [tuple(mask.shape) for mask in outputs.pred_masks]
+    if len(shapes) != 1 or shapes[0][0] != 1:
+        return [f"the forward pass on a test image gave masks of shapes {shapes} for one [SEG] prompt"]
+    non_finite = [
+        what
+        for what, values in (("logits", outputs.logits), ("mask logits", outputs.pred_masks[0]))
+        if not bool(torch.isfinite(values).all())
+    ]
+    if non_finite:
+        return [
+            f"the forward pass on a test image gave non-finite {' and '.join(non_finite)}: the weights hold NaN or "
+            + f"infinity, or overflow in {model.dtype}"
+        ]
+    return []
+
+
 def check(folder: Path, full: bool) -> list[str]:
     problems: list[str] = []
 
@@ -87,6 +116,7 @@ def check(folder: Path, full: bool) -> list[str]:
     config = attempt("AutoConfig.from_pretrained", lambda: AutoConfig.from_pretrained(folder, trust_remote_code=True))
     if config is None:
         return problems
+    model = None
     if full:
         loaded = attempt(
             "AutoModel.from_pretrained",
@@ -111,7 +141,10 @@ def check(folder: Path, full: bool) -> list[str]:
         "AutoProcessor.from_pretrained", lambda: AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     )
     if processor is not None:
-        problems += processor.check_model_config(config, raise_error=False)
+        processor_problems = processor.check_model_config(config, raise_error=False)
+        problems += processor_problems
+        if model is not None and not processor_problems:
+            problems += attempt("the forward pass on a test image", lambda: forward_problems(model, processor)) or []
     attempt(
         "AutoImageProcessor.from_pretrained",
         lambda: AutoImageProcessor.from_pretrained(folder, trust_remote_code=True),

@@ -6,12 +6,15 @@ import shutil
 from unittest import mock
 
 import pytest
+import torch
 from helpers.pairs import tiny_model_and_processor
 from huggingface_hub import HfApi
 from safetensors.torch import load_file, save_file
+from transformers_self1e.hub_upload import export_hub_folder
+from transformers_self1e.hub_upload.__main__ import main as hub_main
+from transformers_self1e.hub_upload.export import sync_remote_code
 
-from hub_upload import export_hub_folder
-from hub_upload.__main__ import main as hub_main
+from transformers_self1e.demo import SHIPPED_MODEL
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +63,10 @@ def edit_json(path, edit) -> None:
 def test_dry_run_checks_and_lists_files_without_contacting_the_hub(exported, hub_api, capsys):
     assert hub_main(["push", str(exported), "--repo-id", "someone/self1e-tiny", "--dry-run"]) == 0
     output = capsys.readouterr().out
-    assert "passed every check (model loaded fully); would upload to someone/self1e-tiny" in output
+    assert (
+        "passed every check (model loaded fully, one forward pass finite); would upload to someone/self1e-tiny"
+        in output
+    )
     for name in ("config.json", "model.safetensors.index.json", "modeling_self1e.py", "README.md"):
         assert f"  {name} " in output
     size = (exported / shard_names(exported)[0]).stat().st_size
@@ -71,13 +77,13 @@ def test_dry_run_checks_and_lists_files_without_contacting_the_hub(exported, hub
 
 def test_dry_run_on_the_meta_device(exported, hub_api, capsys):
     assert hub_main(["push", str(exported), "--repo-id", "someone/self1e-tiny", "--dry-run", "--meta-load"]) == 0
-    assert "checked on the meta device" in capsys.readouterr().out
+    assert "checked on the meta device: no forward pass, weights scanned for NaN/inf" in capsys.readouterr().out
 
 
 @pytest.fixture
 def skip_load_check():
     """The static checks stay; the (slow) fresh-interpreter load, covered by the dry-run tests, is skipped."""
-    with mock.patch("hub_upload.folder_check.load_problems", return_value=[]) as load_problems:
+    with mock.patch("transformers_self1e.hub_upload.folder_check.load_problems", return_value=[]) as load_problems:
         yield load_problems
 
 
@@ -100,7 +106,7 @@ def test_push_creates_the_repository_and_uploads_the_folder(exported, hub_api, s
 
 
 def test_push_to_main_with_an_explicit_token(exported, hub_api, skip_load_check):
-    with mock.patch("hub_upload.push.HfApi", wraps=HfApi) as api_class:
+    with mock.patch("transformers_self1e.hub_upload.push.HfApi", wraps=HfApi) as api_class:
         assert hub_main(["push", str(exported), "--repo-id", "someone/self1e-tiny", "--token", "hf_explicit"]) == 0
     api_class.assert_called_once_with(token="hf_explicit")
     hub_api.create_repo.assert_called_once_with("someone/self1e-tiny", private=None, repo_type="model", exist_ok=True)
@@ -207,4 +213,45 @@ def test_problems_only_loading_reveals(exported, tmp_path, hub_api, capsys):
         assert hub_main(["push", str(folder), "--repo-id", "someone/self1e-tiny", "--dry-run", load]) == 1
         error = capsys.readouterr().err
         assert renamed in error and "config.seg_token_id=3 but the tokenizer's [SEG] is" in error, error
+    hub_api.upload_folder.assert_not_called()
+
+
+@pytest.fixture
+def shipped_copy(tmp_path):
+    """A copy of the shipped model folder, its remote code brought up to date with `modeling/`."""
+    folder = tmp_path / "shipped"
+    shutil.copytree(SHIPPED_MODEL, folder)
+    sync_remote_code(folder)
+    return folder
+
+
+def fill_weight(folder, name: str, value: float) -> None:
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    tensors[name] = torch.full_like(tensors[name], value)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def test_nan_weights_fail_the_check_naming_the_folder_and_the_tensor(shipped_copy, hub_api, monkeypatch, capsys):
+    name = "model.language_model.layers.0.mlp.down_proj.weight"
+    fill_weight(shipped_copy, name, float("nan"))
+    monkeypatch.setenv("HF_TOKEN", "hf_from_env")
+    for extra in (["--dry-run", "--full-load"], ["--dry-run", "--meta-load"], []):
+        assert hub_main(["push", str(shipped_copy), "--repo-id", "someone/self1e-tiny", *extra]) == 1
+        error = capsys.readouterr().err
+        assert f"{shipped_copy} is not a complete SELF1E Hub folder" in error, error
+        assert f"model.safetensors holds NaN or infinite values in {name}" in error, error
+        forward_problem = "the forward pass on a test image gave non-finite logits and mask logits" in error
+        assert forward_problem == ("--meta-load" not in extra), error
+    hub_api.create_repo.assert_not_called()
+    hub_api.upload_folder.assert_not_called()
+
+
+def test_full_load_check_runs_a_forward_pass(shipped_copy, hub_api, capsys):
+    # Finite weights whose forward pass overflows: only running the model reveals the problem.
+    fill_weight(shipped_copy, "lm_head.weight", 3e38)
+    assert hub_main(["push", str(shipped_copy), "--repo-id", "someone/self1e-tiny", "--dry-run", "--full-load"]) == 1
+    error = capsys.readouterr().err
+    assert "NaN or infinite values" not in error, error
+    assert "the forward pass on a test image gave non-finite logits:" in error, error
     hub_api.upload_folder.assert_not_called()

@@ -279,7 +279,7 @@ def test_max_length_truncates_text_and_drops_masks_of_cut_seg_tokens(processor):
                 ],
                 "masks": [np.ones((32, 32)), np.ones((16, 16))],
             },
-            "masks differ in size",
+            r"samples\[0\]\['masks'\]\[1\] is 16x16 \(height x width\) but its image is 32x32",
         ),
     ],
 )
@@ -295,3 +295,121 @@ def test_bad_arguments_raise(processor):
         Self1EDataCollator(processor, max_length=0)
     with pytest.raises(ValueError, match="seg_token_id"):
         Self1EDataCollator.from_model_config(processor, tiny_model().config)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Row validation: bad masks and conversations fail naming the row, the field and the problem
+# ----------------------------------------------------------------------------------------------------------
+
+
+def segmentation_sample(mask, image=None, **extra) -> dict:
+    return {"image": image if image is not None else rgb(32, 48), "expression": "a cat", "masks": [mask], **extra}
+
+
+def conversation_sample(*messages, masks=()) -> dict:
+    """A sample with the image item in the first message and the given (role, text) messages."""
+    conversation = [{"role": role, "content": [{"type": "text", "text": text}]} for role, text in messages]
+    conversation[0]["content"].insert(0, {"type": "image"})
+    return {"image": rgb(32, 32), "conversation": conversation, "masks": list(masks)}
+
+
+INSIDE = box_mask(32, 48, 4, 6, 20, 30).astype(bool)
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        INSIDE,
+        INSIDE.astype(np.uint8),
+        INSIDE.astype(np.float32),
+        INSIDE.astype(np.uint8) * 255,
+        PIL.Image.fromarray(INSIDE.astype(np.uint8) * 255),
+        PIL.Image.fromarray(INSIDE),
+        torch.from_numpy(INSIDE.astype(np.int64)),
+        encode_rle(INSIDE),
+    ],
+    ids=["bool", "uint8-01", "float-01", "uint8-0255", "pil-L", "pil-1", "tensor-01", "rle"],
+)
+def test_every_unambiguous_mask_form_gives_the_same_target(processor, mask):
+    batch = Self1EDataCollator(processor)([segmentation_sample(mask)])
+    torch.testing.assert_close(batch["gt_masks"][0][0], torch.from_numpy(INSIDE).float())
+
+
+@pytest.mark.parametrize(
+    "mask, match",
+    [
+        (np.where(INSIDE, 0.95, 0.05), r"samples\[0\]\['masks'\]\[0\] holds values other than.*0\.05"),
+        (np.where(INSIDE, 1, -1), r"samples\[0\]\['masks'\]\[0\] holds values other than.*-1"),
+        (np.where(INSIDE, 255.0, 0.0), r"samples\[0\]\['masks'\]\[0\] holds values other than.*255"),
+        (np.where(INSIDE, 255, 1).astype(np.uint8), r"samples\[0\]\['masks'\]\[0\] holds values other than.*1, 255"),
+        (np.where(INSIDE, np.nan, 0.0), r"samples\[0\]\['masks'\]\[0\] holds values other than.*nan"),
+        (INSIDE.T, r"samples\[0\]\['masks'\]\[0\] is 48x32 \(height x width\) but its image is 32x48"),
+        (INSIDE[:16], r"samples\[0\]\['masks'\]\[0\] is 16x48 \(height x width\) but its image is 32x48"),
+        (np.full((32, 48), "a"), r"samples\[0\]\['masks'\]\[0\] must be boolean or numeric"),
+    ],
+    ids=["soft", "signed", "float-255", "uint8-1-255", "nan", "transposed", "other-size", "strings"],
+)
+def test_ambiguous_or_misfitting_masks_raise(processor, mask, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        Self1EDataCollator(processor)([segmentation_sample(mask)])
+
+
+def test_errors_name_the_row_by_batch_index_and_id_column(processor):
+    good = segmentation_sample(INSIDE, sample_id=3)
+    bad = segmentation_sample(INSIDE.T, sample_id=17)
+    with pytest.raises(ValueError, match=r"samples\[1\] \(sample_id=17\)\['masks'\]\[0\] is 48x32"):
+        Self1EDataCollator(processor)([good, bad])
+    with pytest.raises(ValueError, match=r"samples\[0\] \(id='row-9'\)\['mask'\] holds values"):
+        Self1EDataCollator(processor)(
+            [{"image": rgb(32, 48), "expression": "a cat", "mask": INSIDE - 0.5, "id": "row-9"}]
+        )
+
+
+def test_the_image_size_is_read_before_resizing_from_a_path_or_an_array(processor, tmp_path):
+    path = tmp_path / "image.png"
+    rgb(32, 48).save(path)
+    for image in (str(path), np.asarray(rgb(32, 48))):
+        batch = Self1EDataCollator(processor)([segmentation_sample(INSIDE, image=image)])
+        assert tuple(batch["gt_masks"][0].shape) == (1, 32, 48)
+        with pytest.raises(ValueError, match="is 48x32 .* but its image is 32x48"):
+            Self1EDataCollator(processor)([segmentation_sample(INSIDE.T, image=image)])
+
+
+@pytest.mark.parametrize(
+    "sample, match",
+    [
+        (
+            conversation_sample(("user", "Find [SEG] here."), ("assistant", "[SEG]."), masks=[np.ones((32, 32))] * 2),
+            r"samples\[0\]\['conversation'\]\[0\] \(role 'user'\) contains \[SEG\]",
+        ),
+        (
+            conversation_sample(("user", "Segment the cat.")),
+            r"samples\[0\]\['conversation'\] has no assistant turn",
+        ),
+        (
+            conversation_sample(("user", "Segment the cat."), ("bot", "[SEG].")),
+            r"samples\[0\]\['conversation'\]\[1\] has role 'bot'",
+        ),
+        (
+            {"image": rgb(32, 32), "prompt": "Find [SEG].", "answer": "[SEG].", "masks": [np.ones((32, 32))] * 2},
+            r"samples\[0\] has \[SEG\] tokens outside the answer \(unlabelled positions \[\d+\]\)",
+        ),
+        (
+            {"input_ids": [5, 6, 7], "masks": [INSIDE]},
+            r"samples\[0\] has masks but no image",
+        ),
+    ],
+    ids=["seg-in-user-turn", "no-assistant-turn", "unknown-role", "seg-in-prompt", "masks-without-image"],
+)
+def test_bad_conversations_raise(processor, sample, match):
+    with pytest.raises(ValueError, match=match):
+        Self1EDataCollator(processor)([sample])
+
+
+def test_pretokenized_seg_tokens_must_be_labelled(processor):
+    seg = processor.seg_token_id
+    sample = {"input_ids": [5, seg, 7, seg], "labels": [5, IGNORE_INDEX, 7, IGNORE_INDEX]}
+    with pytest.raises(
+        ValueError, match=r"samples\[0\] has \[SEG\] tokens outside the answer \(unlabelled positions \[1, 3\]\)"
+    ):
+        Self1EDataCollator(processor)([sample])

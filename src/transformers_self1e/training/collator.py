@@ -3,18 +3,22 @@
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from transformers import BatchFeature
 
-from ..data.masks import to_binary_mask
+from ..data.masks import decode_rle
 from ..modeling.attention_mask import build_segmentation_attention_mask
 from ..modeling.configuration_self1e import SEGMENTATION_ATTENTIONS
 from ..modeling.processing_self1e import Self1EProcessor
-from ..modeling.prompts_self1e import build_segmentation_conversation
+from ..modeling.prompts_self1e import SEG_TOKEN, build_segmentation_conversation
 
 IGNORE_INDEX = -100
 IMAGE_INPUT_KEYS = ("pixel_values", "tile_grids", "has_thumbnail", "original_sizes")
+ROLES = ("system", "user", "assistant")
+ROW_ID_COLUMNS = ("id", "sample_id", "image_id")
+"""Columns that identify a row in error messages; the first one a row has is shown."""
 
 
 @dataclass
@@ -74,8 +78,14 @@ class Self1EDataCollator:
       question and its reply), or pre-tokenized `input_ids` (with optional `labels`, default a copy of `input_ids`,
       and `attention_mask`, whose zeros are dropped), which are used as they are;
     - `masks` (or a single `mask`): one `(height, width)` binary mask per `[SEG]` token (RLE dict, PIL image, array or
-      tensor; or an `(n, height, width)` array); empty or absent without `[SEG]`. A gRefCOCO no-target expression
-      still has its `[SEG]`, with an all-zero mask.
+      tensor; or an `(n, height, width)` array), at the size of the image as given; empty or absent without `[SEG]`.
+      A gRefCOCO no-target expression still has its `[SEG]`, with an all-zero mask. Mask values must be boolean, 0/1,
+      or 0/255 in uint8 (8-bit PNG masks such as a `datasets.Image(mode="L")` column); soft, signed or NaN values
+      are refused rather than guessed at.
+
+    A sample that does not fit (a mask of another size, ambiguous mask values, `[SEG]` outside the assistant turns,
+    a conversation without an assistant turn or with an unknown role) is a `ValueError` naming the row, by its index
+    in the batch and its id column (one of `ROW_ID_COLUMNS`) when it has one, and the field.
 
     The batch holds `input_ids`, `labels`, `attention_mask`, `gt_masks` (per sample, `(n_seg, height, width)` float)
     and, when some sample has an image, `pixel_values`, `tile_grids` and `has_thumbnail` in sample order. With
@@ -125,7 +135,7 @@ class Self1EDataCollator:
     def __call__(self, samples: Sequence[Mapping]) -> dict:
         if not samples:
             raise ValueError("cannot collate an empty list of samples")
-        encoded = [self.encode(sample, name=f"samples[{index}]") for index, sample in enumerate(samples)]
+        encoded = [self.encode(sample, name=row_name(sample, index)) for index, sample in enumerate(samples)]
         batch = collate_token_layout(
             [sample.input_ids for sample in encoded],
             [sample.labels for sample in encoded],
@@ -149,11 +159,17 @@ class Self1EDataCollator:
         else:
             input_ids, labels, image_inputs = self._tokenize(self._conversation(sample, name), image, name)
 
-        masks = _mask_list(sample)
+        masks = _named_masks(sample, name)
+        if masks and image_inputs is None:
+            raise ValueError(f"{name} has masks but no image: a mask is read at the size of its image")
         seg_token_id = self.processor.seg_token_id
+        check_seg_tokens_labelled(input_ids, labels, seg_token_id, name)
         num_seg = int((input_ids == seg_token_id).sum())
         if len(masks) != num_seg:
             raise ValueError(f"{name} has {num_seg} [SEG] tokens but {len(masks)} masks")
+        if masks:
+            image_size = tuple(image_inputs["original_sizes"][0].tolist())
+            masks = [binary_mask(mask, image_size, mask_name) for mask_name, mask in masks]
         if self.max_length is not None and input_ids.numel() > self.max_length:
             image_tokens = int((input_ids == self.processor.image_token_id).sum())
             input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
@@ -162,10 +178,7 @@ class Self1EDataCollator:
             masks = masks[: int((input_ids == seg_token_id).sum())]
 
         if masks:
-            gt_masks = [to_binary_mask(mask) for mask in masks]
-            if len({tuple(mask.shape) for mask in gt_masks}) != 1:
-                raise ValueError(f"{name}: masks differ in size: {[tuple(mask.shape) for mask in gt_masks]}")
-            gt_masks = torch.stack(gt_masks)
+            gt_masks = torch.stack(masks)
         else:
             size = (0, 0) if image_inputs is None else tuple(image_inputs["original_sizes"][0].tolist())
             gt_masks = torch.zeros((0, *size))
@@ -173,6 +186,7 @@ class Self1EDataCollator:
 
     def _conversation(self, sample: Mapping, name: str) -> list[dict]:
         if sample.get("conversation") is not None:
+            check_conversation(sample["conversation"], f"{name}['conversation']")
             return sample["conversation"]
         if sample.get("expression") is not None:
             return build_segmentation_conversation(
@@ -252,11 +266,109 @@ class Self1EDataCollator:
         return input_ids, labels, image_inputs
 
 
-def _mask_list(sample: Mapping) -> list:
+def row_name(sample: Mapping, index: int) -> str:
+    """How errors name a row: its index in the batch, with its id when it has an id column (`samples[3] (id=17)`)."""
+    for column in ROW_ID_COLUMNS:
+        if sample.get(column) is not None:
+            return f"samples[{index}] ({column}={sample[column]!r})"
+    return f"samples[{index}]"
+
+
+def check_conversation(conversation: Sequence[Mapping], name: str) -> None:
+    """Known roles, `[SEG]` in assistant turns only (one in a prompt would still be read as a mask slot), and at least
+    one assistant turn (without one every label is ignored and the loss is NaN)."""
+    if isinstance(conversation, str) or not isinstance(conversation, Sequence) or not conversation:
+        raise TypeError(f"{name} must be a non-empty list of chat messages, got {type(conversation).__name__}")
+    for index, message in enumerate(conversation):
+        if not isinstance(message, Mapping) or "role" not in message:
+            raise TypeError(f"{name}[{index}] must be a message with a 'role' and a 'content'")
+        role = message["role"]
+        if role not in ROLES:
+            raise ValueError(f"{name}[{index}] has role {role!r}; expected one of {', '.join(ROLES)}")
+        if role != "assistant" and SEG_TOKEN in _message_text(message):
+            raise ValueError(
+                f"{name}[{index}] (role {role!r}) contains {SEG_TOKEN}; it belongs in the assistant turns only, where "
+                "each one reads a mask"
+            )
+    if not any(message["role"] == "assistant" for message in conversation):
+        raise ValueError(f"{name} has no assistant turn, so there is nothing to train on")
+
+
+def check_seg_tokens_labelled(input_ids: torch.Tensor, labels: torch.Tensor, seg_token_id: int, name: str) -> None:
+    """Every `[SEG]` must be part of the answer: the model reads a mask at each one, labelled or not."""
+    unlabelled = ((input_ids == seg_token_id) & (labels == IGNORE_INDEX)).nonzero().flatten().tolist()
+    if unlabelled:
+        raise ValueError(
+            f"{name} has {SEG_TOKEN} tokens outside the answer (unlabelled positions {unlabelled}); {SEG_TOKEN} "
+            "belongs in the assistant turns only"
+        )
+
+
+def binary_mask(mask, image_size: tuple[int, int], name: str) -> torch.FloatTensor:
+    """A `(height, width)` float 0/1 target from one mask, after checking its values and that it has the image's
+    `(height, width)` (before any resizing, so that a transposed or rescaled mask is not stretched onto the image)."""
+    values = _mask_values(mask)
+    if values.ndim != 2:
+        raise ValueError(f"{name} must be a (height, width) mask, got shape {values.shape}")
+    check_mask_values(values, name)
+    if values.shape != tuple(image_size):
+        raise ValueError(
+            f"{name} is {values.shape[0]}x{values.shape[1]} (height x width) but its image is "
+            f"{image_size[0]}x{image_size[1]}; give masks at the size of their image"
+        )
+    return torch.from_numpy(values != 0).float()
+
+
+def check_mask_values(values: np.ndarray, name: str) -> None:
+    """A mask is boolean, 0/1, or 0/255 in uint8 (an 8-bit PNG); anything else (soft, signed, NaN) is ambiguous."""
+    if values.dtype == np.bool_:
+        return
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise TypeError(f"{name} must be boolean or numeric, got dtype {values.dtype}")
+    if ((values == 0) | (values == 1)).all():
+        return
+    if values.dtype == np.uint8 and ((values == 0) | (values == 255)).all():
+        return
+    found = np.unique(values)
+    shown = ", ".join(f"{value:g}" for value in found[:6].tolist()) + (", ..." if found.size > 6 else "")
+    raise ValueError(
+        f"{name} holds values other than 0/1 (or 0/255 in uint8): {shown}; a mask must be boolean, 0/1 or an 8-bit "
+        "0/255 PNG, so threshold soft or signed masks before collating"
+    )
+
+
+def _mask_values(mask) -> np.ndarray:
+    """A mask's values as given (an RLE decodes to 0/1)."""
+    if isinstance(mask, Mapping):
+        return decode_rle(mask)
+    if isinstance(mask, torch.Tensor):
+        return mask.detach().cpu().numpy()
+    return np.asarray(mask)
+
+
+def _message_text(message: Mapping) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return " ".join(item.get("text") or "" for item in content or () if isinstance(item, Mapping))
+
+
+def _named_masks(sample: Mapping, name: str) -> list[tuple[str, object]]:
+    """The sample's masks, each with its name in error messages."""
     masks = sample.get("masks")
     if masks is None and sample.get("mask") is not None:
-        return [sample["mask"]]
-    return [] if masks is None else list(masks)
+        return [(f"{name}['mask']", sample["mask"])]
+    return [] if masks is None else [(f"{name}['masks'][{index}]", mask) for index, mask in enumerate(masks)]
 
 
-__all__ = ["IGNORE_INDEX", "EncodedSample", "Self1EDataCollator", "collate_token_layout"]
+__all__ = [
+    "IGNORE_INDEX",
+    "EncodedSample",
+    "Self1EDataCollator",
+    "binary_mask",
+    "check_conversation",
+    "check_mask_values",
+    "check_seg_tokens_labelled",
+    "collate_token_layout",
+    "row_name",
+]
