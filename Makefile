@@ -23,7 +23,8 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q
 
-# The main job: the shipped small SELF1E segments the shipped example images (mask and overlay PNGs, IoU printed).
+# The main job: the shipped small SELF1E segments the shipped example images (mask and overlay PNGs, IoU printed, and
+# the contact sheet outputs/demo/demo.png).
 demo: $(VENV)/.installed
 	$(VENV)/bin/self1e demo --out outputs/demo
 
@@ -32,7 +33,7 @@ verify-conversion: $(VENV)/.installed
 	$(PYTHON) -m transformers_self1e.convert reference \
 		--checkpoint ../shared/reference/records/tiny-112/official_model.safetensors \
 		--reference-config ../shared/reference/records/tiny-112/meta.json \
-		--out outputs/tiny-112-converted \
+		--out outputs/tiny-112-converted --overwrite \
 		--verify ../shared/reference/records/tiny-112
 
 # Re-train the shipped model from scratch (seeded), score it on the held-out seed, export it in place.
