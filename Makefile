@@ -15,7 +15,7 @@ TORCH_INDEX ?=
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install --quiet torch==2.13.0 $(TORCH_INDEX)
-	$(PYTHON) -m pip install --quiet -e ".[train,test]"
+	$(PYTHON) -m pip install --quiet -e ".[train,test,app]"
 	touch $@
 
 install: $(VENV)/.installed

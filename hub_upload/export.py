@@ -10,8 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from transformers import AutoTokenizer
+from transformers.utils.hub import convert_file_size_to_int
 
+from transformers_self1e.model_folder import check_model_folder, is_local_path
 from transformers_self1e.modeling import Self1EConfig, Self1EForSegmentation, Self1EProcessor
+from transformers_self1e.output_files import check_output_folder
 
 from .folder_check import FolderCheckError, static_problems
 from .hub_layout import PIPELINE_TASK, code_files, config_auto_map, custom_pipelines
@@ -21,14 +24,50 @@ CHAT_END_TOKEN = "<|im_end|>"
 
 
 def load_processor(source: str | Path, config: Self1EConfig) -> Self1EProcessor:
-    """The processor saved in `source`, or one for `config` built on the tokenizer saved there (a converted
-    checkpoint folder may have a tokenizer and no processor)."""
-    folder = Path(source)
-    if folder.is_dir() and not (folder / "processor_config.json").is_file():
+    """The processor saved in `source` (a folder or a Hub id), or one for `config` built on the tokenizer saved there
+    (a converted checkpoint folder may have a tokenizer and no processor)."""
+    folder = _local_folder(source, "processor")
+    if folder is None:
+        return _from_hub(Self1EProcessor, source)
+    if not (folder / "processor_config.json").is_file():
         if not (folder / "tokenizer_config.json").is_file():
             raise FileNotFoundError(f"{folder} has neither a processor nor a tokenizer: pass --processor")
         return Self1EProcessor.from_model_config(config, AutoTokenizer.from_pretrained(folder))
-    return Self1EProcessor.from_pretrained(source)
+    return Self1EProcessor.from_pretrained(folder)
+
+
+def load_model(source: str | Path) -> Self1EForSegmentation:
+    """The model of a local folder (checked first with `check_model_folder`, so a folder without a model is named as
+    such and never sent to the Hub) or of a Hub id, in its stored dtype."""
+    if not is_local_path(source):
+        return _from_hub(Self1EForSegmentation, source, dtype="auto")
+    check_model_folder(source, check_processor=False)
+    return Self1EForSegmentation.from_pretrained(source, dtype="auto")
+
+
+def _local_folder(source: str | Path, what: str) -> Path | None:
+    """The local folder `source` names, or None for a Hub id (see `is_local_path`).
+
+    Raises:
+        FileNotFoundError: `source` is a local path, but not of a folder.
+    """
+    if not is_local_path(source):
+        return None
+    if not Path(source).is_dir():
+        raise FileNotFoundError(f"no {what} folder at {source}")
+    return Path(source)
+
+
+def _from_hub(cls, repo_id: str, **kwargs):
+    """`cls.from_pretrained(repo_id)`, an `OSError` of the download (no such repository, no connection) reported as
+    the missing input it is."""
+    try:
+        return cls.from_pretrained(repo_id, **kwargs)
+    except OSError as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise FileNotFoundError(
+            f"{repo_id} is not a local folder, and loading it from the Hub failed: {reason}"
+        ) from None
 
 
 def export_hub_folder(
@@ -60,16 +99,21 @@ def export_hub_folder(
     Raises:
         FileExistsError: `out_dir` is a file, or is not empty and `overwrite` is False, or holds a subfolder (which
             an export never writes, e.g. a `.git`): the tool only replaces folders of files.
-        ValueError: the processor does not fit the model (token ids, tile size, vocabulary).
+        FileNotFoundError: `model` or `processor` is neither a local folder holding one nor on the Hub.
+        ValueError: `out_dir` cannot be created, a model folder is invalid, `max_shard_size` is not a size, or the
+            processor does not fit the model (token ids, tile size, vocabulary).
         FolderCheckError: the written folder is incomplete (a bug, reported before anything is moved into place).
     """
     out_dir = Path(out_dir)
     _check_output_folder(out_dir, overwrite)
+    _check_shard_size(max_shard_size)
     if isinstance(results, (str, Path)):
         results = load_results(results)
+    if isinstance(processor, (str, Path)):
+        _local_folder(processor, "processor")  # checked now rather than once the model has loaded
     if not isinstance(model, Self1EForSegmentation):
         processor = model if processor is None else processor
-        model = Self1EForSegmentation.from_pretrained(model, dtype="auto")
+        model = load_model(model)
     elif processor is None:
         raise ValueError("pass the processor along with a model object")
     if not isinstance(processor, Self1EProcessor):
@@ -102,9 +146,22 @@ def export_hub_folder(
     return out_dir
 
 
+def _check_shard_size(max_shard_size: str | int) -> None:
+    """Raises ValueError now, rather than once the model has loaded, unless `max_shard_size` is a positive size."""
+    try:
+        size = convert_file_size_to_int(max_shard_size)
+    except (ValueError, AttributeError):
+        size = None
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(
+            f"max_shard_size must be a positive size such as '5GB', '300KB' or bytes, got {max_shard_size!r}"
+        )
+
+
 def _check_output_folder(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir} is a file; give a folder to write")
+    check_output_folder(out_dir)  # its parent folders can be created and written into
     entries = sorted(out_dir.iterdir()) if out_dir.is_dir() else []
     if entries and not overwrite:
         raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True (--overwrite) to replace its contents")
@@ -212,4 +269,4 @@ def _write_folder(
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-__all__ = ["export_hub_folder", "load_processor", "sync_remote_code"]
+__all__ = ["export_hub_folder", "load_model", "load_processor", "sync_remote_code"]

@@ -37,8 +37,14 @@ class Result:
 
 
 def load_results(path: str | Path) -> list[Result]:
-    """Evaluation results from a JSON file (format in the module docstring); raises `ValueError` naming bad entries."""
-    content = json.loads(Path(path).read_text())
+    """Evaluation results from a JSON file (format in the module docstring); raises `FileNotFoundError` without the
+    file and `ValueError` naming a file that is not JSON or its bad entries."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no results file at {path}")
+    try:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a JSON file of results: {error}") from None
     entries = content.get("results") if isinstance(content, dict) else content
     if not isinstance(entries, list):
         # A malformed file, reported as a ValueError like the other format errors.

@@ -269,10 +269,14 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
             for several prompts on one image.
         num_tiles, original_sizes (`torch.LongTensor`, *optional*):
             Returned by the processor for post-processing; the forward pass does not need them.
+
+        `inputs_embeds` replaces `input_ids` only where no token positions are needed: text without an image, or
+        decoding with a cache (as `generate()` does). With an image or `gt_masks` and no cache, the segmentation
+        attention mask and the masks are read from the image and `[SEG]` tokens of `input_ids`, which are required.
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
         cache = cache if cache is not None else past_key_values
+        has_image = pixel_values is not None or image_features is not None
+        _check_token_inputs(self.config, input_ids, inputs_embeds, has_image, gt_masks, cache)
         if pixel_values is not None and image_features is None:
             image_features = self.get_image_features(pixel_values)
         if sample_tile_indices is not None:
@@ -326,7 +330,9 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
             loss = self.config.text_loss_weight * text_loss
         if gt_masks is not None:
             if pred_masks is None:
-                raise ValueError("gt_masks were given, but no masks were predicted: pass pixel_values and [SEG] tokens")
+                raise ValueError(
+                    "gt_masks were given, but no masks were predicted: pass pixel_values and [SEG] tokens"
+                )
             mask_bce_loss, mask_dice_loss = self._mask_losses(pred_masks, low_res_masks, gt_masks)
             mask_loss = self.config.bce_loss_weight * mask_bce_loss + self.config.dice_loss_weight * mask_dice_loss
             loss = mask_loss if loss is None else loss + mask_loss
@@ -370,7 +376,11 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
             attention_mask,
             None,
         )
-        mask_kwargs = {"position_ids": position_ids, "or_mask_function": or_function, "and_mask_function": and_function}
+        mask_kwargs = {
+            "position_ids": position_ids,
+            "or_mask_function": or_function,
+            "and_mask_function": and_function,
+        }
         mask_mapping = {"full_attention": create_causal_mask(*mask_arguments, **mask_kwargs)}
         if "sliding_attention" in (getattr(text_config, "layer_types", None) or ()):
             mask_mapping["sliding_attention"] = create_sliding_window_causal_mask(*mask_arguments, **mask_kwargs)
@@ -482,6 +492,34 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
                     dice = dice + group_dice
         batch_size = len(pred_masks)
         return bce / batch_size, dice / batch_size
+
+
+def _check_token_inputs(
+    config: Self1EConfig,
+    input_ids: torch.LongTensor | None,
+    inputs_embeds: torch.FloatTensor | None,
+    has_image: bool,
+    gt_masks: list | None,
+    cache: Cache | None,
+) -> None:
+    """Refuses, before any compute, token inputs a segmentation forward pass would misread."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids or inputs_embeds")
+    if cache is not None:
+        return  # decoding text causally, as generate() does: no image or [SEG] positions are needed
+    if inputs_embeds is not None and (has_image or gt_masks is not None):
+        raise ValueError(
+            "inputs_embeds cannot be used with an image (pixel_values or image_features) or gt_masks without a cache: "
+            "the segmentation attention mask and the masks need the positions of the image and [SEG] tokens, so "
+            "pass input_ids"
+        )
+    if input_ids is not None and not has_image:
+        image_tokens = int((input_ids == config.image_token_id).sum())
+        if image_tokens:
+            raise ValueError(
+                f"input_ids hold {image_tokens} image tokens but no image was given: pass the pixel_values (or "
+                "image_features) of the images they stand for"
+            )
 
 
 def _per_sample(prompt_to_image, tile_grids, has_thumbnail) -> tuple[list | None, list | None]:

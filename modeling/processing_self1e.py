@@ -9,7 +9,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
 
-from .image_processing_self1e import Self1EImageProcessor
+from .image_processing_self1e import Self1EImageProcessor, option_type_errors
 from .prompts_self1e import (
     CHAT_CONTROL_TOKENS,
     IMAGE_CONTEXT_TOKEN,
@@ -27,6 +27,7 @@ from .prompts_self1e import (
 )
 
 logger = logging.get_logger(__name__)
+
 
 class Self1EProcessor(ProcessorMixin):
     r"""
@@ -60,6 +61,13 @@ class Self1EProcessor(ProcessorMixin):
         if isinstance(image_seq_length, bool) or not isinstance(image_seq_length, int) or image_seq_length < 1:
             raise ValueError(f"image_seq_length must be a positive integer, got {image_seq_length!r}")
         self.image_seq_length = image_seq_length
+        # Without its vocabulary files a tokenizer still loads, holding its special tokens only: say so now rather
+        # than as a disagreement about <IMG_CONTEXT> later.
+        if len(tokenizer.get_vocab()) <= len(tokenizer.get_added_vocab()):
+            raise ValueError(
+                f"the tokenizer of {tokenizer.name_or_path or 'this processor'} has no vocabulary, only its added "
+                "tokens: tokenizer.json (or vocab.json and merges.txt) is missing"
+            )
         _add_self1e_tokens(tokenizer)
         # One template for both entry points (processor and tokenizer), saved as chat_template.jinja.
         tokenizer.chat_template = self.chat_template
@@ -84,7 +92,8 @@ class Self1EProcessor(ProcessorMixin):
 
     @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
-        # The image processor class is this module's, so loading works without registering it with AutoImageProcessor.
+        # transformers < 5.25 loads the sub-processors here (later versions resolve them from processor_config.json):
+        # the image processor class is this module's, so loading works without registering it with AutoImageProcessor.
         subfolder = kwargs.pop("subfolder", "")
         image_processor = Self1EImageProcessor.from_pretrained(
             pretrained_model_name_or_path, subfolder=subfolder, **kwargs
@@ -92,12 +101,6 @@ class Self1EProcessor(ProcessorMixin):
         tokenizer = cls._load_tokenizer_from_pretrained(
             "tokenizer", pretrained_model_name_or_path, subfolder=subfolder, **kwargs
         )
-        # Without its vocabulary files a tokenizer still loads, holding its special tokens only.
-        if len(tokenizer.get_vocab()) <= len(tokenizer.get_added_vocab()):
-            raise ValueError(
-                f"the tokenizer of {pretrained_model_name_or_path} has no vocabulary, only its added tokens: "
-                "tokenizer.json (or vocab.json and merges.txt) is missing"
-            )
         return [image_processor, tokenizer]
 
     # ----------------------------------------------------------------------------------------------------------
@@ -159,8 +162,19 @@ class Self1EProcessor(ProcessorMixin):
         return problems
 
     # ----------------------------------------------------------------------------------------------------------
-    # Hooks of ProcessorMixin.__call__
+    # ProcessorMixin.__call__ and its hooks
     # ----------------------------------------------------------------------------------------------------------
+
+    def __call__(self, images=None, text=None, **kwargs) -> BatchFeature:
+        """
+        transformers' processor call: `text` holds an `<image>` placeholder per image (see
+        [`~Self1EProcessor.prepare_segmentation_inputs`] for segmentation prompts built for you). An empty list of
+        texts raises a `ValueError`, an option of the wrong type a `TypeError` naming it.
+        """
+        if isinstance(text, (list, tuple)) and not text:
+            raise ValueError("text is an empty list; pass a text or a list of texts")
+        with option_type_errors():
+            return super().__call__(images=images, text=text, **kwargs)
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         num_tiles = int(image_inputs["num_tiles"][image_idx])
@@ -191,6 +205,22 @@ class Self1EProcessor(ProcessorMixin):
         """The chat-template text of one segmentation prompt, with the `<image>` placeholder not yet expanded."""
         conversation = build_segmentation_conversation(target, **kwargs)
         return self.apply_chat_template(conversation, chat_template=chat_template, tokenize=False)
+
+    def render_chat_prompt(self, question: str) -> str:
+        """The chat-template text asking `question` about one image (its `<image>` placeholder not yet expanded),
+        ending where the assistant's answer starts, for `generate`."""
+        if not isinstance(question, str):
+            raise TypeError(f"question must be a string, got {type(question).__name__}")
+        if not question.strip():
+            raise ValueError("question is empty")
+        _check_utf8(question, "question")
+        for token in RESERVED_STRINGS:
+            if token in question:
+                raise ValueError(
+                    f"question contains the reserved string {token!r}, which only the processor may insert"
+                )
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        return self.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
 
     def prepare_segmentation_inputs(
         self,
@@ -232,13 +262,18 @@ class Self1EProcessor(ProcessorMixin):
               stand for. See [`~Self1EProcessor.expand_images_to_prompts`].
         """
         rng = as_rng(rng)
+        batch_shape = None
         if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+            batch_shape = tuple(images.shape)
             images = list(images)
         if isinstance(images, (list, tuple)):
             if not isinstance(prompts, (list, tuple)) or is_conversation(prompts) or len(prompts) != len(images):
+                given = f"a list of {len(images)} images"
+                if batch_shape is not None:
+                    given = f"a batch of {len(images)} images (images has shape {batch_shape})"
                 raise ValueError(
-                    f"prompts: with a list of {len(images)} images, pass a list of {len(images)} entries (a prompt or "
-                    f"a list of prompts per image), got {type(prompts).__name__}"
+                    f"prompts: with {given}, pass a list of {len(images)} entries (a prompt or a list of prompts per "
+                    f"image), got {type(prompts).__name__}"
                     + (f" of length {len(prompts)}" if isinstance(prompts, (list, tuple)) else "")
                 )
             image_list, entries = list(images), [(entry, f"prompts[{index}]") for index, entry in enumerate(prompts)]
@@ -266,7 +301,11 @@ class Self1EProcessor(ProcessorMixin):
                     _check_conversation(prompt, name)
                 else:
                     build_question(prompt, prompt_type, question_template, name=name)
+                    _check_utf8(prompt, name)
         build_answer(answer_template)
+        for template, name in ((question_template, "question_template"), (answer_template, "answer_template")):
+            if template is not None:
+                _check_utf8(template, name)
 
         image_inputs = self.image_processor(image_list, return_tensors=return_tensors, **images_kwargs)
         num_tiles = [int(count) for count in image_inputs["num_tiles"]]
@@ -380,6 +419,7 @@ def _check_conversation(conversation: list[dict], name: str) -> None:
                 text = item.get("text")
                 if not isinstance(text, str):
                     raise TypeError(f"{name}[{index}] has a text item without a string 'text'")
+                _check_utf8(text, f"{name}[{index}]")
                 reserved = RESERVED_IN_ANSWERS if role == "assistant" else RESERVED_STRINGS
                 for token in reserved:
                     if token in text:
@@ -399,6 +439,17 @@ def _check_conversation(conversation: list[dict], name: str) -> None:
     )
     if not user_text.strip():
         raise ValueError(f"{name} is empty: the user part needs a description of the target")
+
+
+def _check_utf8(text: str, name: str) -> None:
+    """The tokenizer reads UTF-8: a lone surrogate (e.g. from text decoded with `surrogateescape`) cannot be."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{name} cannot be encoded as UTF-8 ({error.reason}: {text[error.start : error.end]!r} at position "
+            f"{error.start})"
+        ) from None
 
 
 def _add_self1e_tokens(tokenizer) -> None:

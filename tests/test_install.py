@@ -73,7 +73,8 @@ COMMANDS = {
 
 def test_every_command_is_covered():
     subcommands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
-    assert set(subcommands.choices) == set(COMMANDS)
+    # `app` cannot run without its extra: test_app_names_the_extra_it_needs.
+    assert set(subcommands.choices) == set(COMMANDS) | {"app"}
 
 
 @pytest.mark.slow
@@ -95,6 +96,14 @@ def test_saved_dataset_names_the_extra_it_needs(tmp_path):
     error = EXTRA_ERROR.fullmatch(result.stderr)
     assert error and error["package"] == "datasets" and "datasets" in extra_packages(error["extra"]), result.stderr
     assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.slow
+def test_app_names_the_extra_it_needs(tmp_path):
+    result = run_self1e(["app", "--port", "7860"], tmp_path, blocked=[*OPTIONAL_PACKAGES, "gradio"])
+    assert result.returncode == 2
+    error = EXTRA_ERROR.fullmatch(result.stderr)
+    assert error and error["package"] == "gradio" and "gradio" in extra_packages(error["extra"]), result.stderr
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@
     self1e evaluate --dataset synthetic[:100] | SAVED_DATASET [--split validation] [--model PATH] [--out report.json]
     self1e export MODEL_OR_DIR --out DIR [--results results.json] ...   (as `python -m hub_upload export`)
     self1e push DIR --repo-id org/name [--dry-run] ...                  (as `python -m hub_upload push`)
+    self1e app [--model PATH] [--host 127.0.0.1] [--port 7860] [--device cpu] [--dtype float32]   (needs 'app')
 
 Every command runs on the core dependencies, except where it needs an extra (e.g. a saved dataset: `data`); then it
 says so in one line and exits with code 2. Progress bars are drawn only when stderr is a terminal.
@@ -18,20 +19,36 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import torch
 from transformers.utils import logging
 
+from .app_command import add_app_command, run_app
+from .cli_arguments import (
+    dataset_spec,
+    image_side,
+    non_negative_int,
+    positive_int,
+    probability_threshold,
+    torch_device,
+)
 from .demo import DEMO_EXAMPLES, DEMO_SHEET, SHIPPED_MODEL, mask_from_image, mask_iou, run_demo, save_mask
 from .evaluation.metrics import format_metric
 from .hub_upload.__main__ import add_publish_commands, run as run_publish
+from .input_files import read_image
 from .model_folder import load_model_and_processor
 from .modeling import Self1EForSegmentation, Self1EProcessor
 from .output_files import check_output_files, check_output_folder, safe_file_name, save_image
 from .visualize import draw_label_map, draw_overlay
 
 # The optional packages (by import name) and the extra of pyproject.toml that installs each.
-EXTRA_OF_PACKAGE = {"datasets": "data", "pycocotools": "data", "accelerate": "train", "peft": "train", "trl": "train"}
+EXTRA_OF_PACKAGE = {
+    "datasets": "data",
+    "pycocotools": "data",
+    "accelerate": "train",
+    "peft": "train",
+    "trl": "train",
+    "gradio": "app",
+}
 # The metrics `self1e evaluate` prints, by name.
 SUMMARY_METRICS = {"cIoU": "ciou", "gIoU": "giou", "N-acc": "n_acc", "T-acc": "t_acc"}
 
@@ -45,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=str(SHIPPED_MODEL), help="model folder (default: the shipped model)")
     demo.add_argument("--examples", default=str(DEMO_EXAMPLES), help="folder with examples.json (default: shipped)")
     demo.add_argument("--out", default="outputs/demo", help="folder for the PNGs and demo.png (default outputs/demo)")
-    demo.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    demo.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda")
     demo.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
 
     segment = commands.add_parser("segment", help="segment an image with text prompts or class names")
@@ -71,14 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the image with each mask outlined in its own colour and a legend (prompt or class, score)",
     )
     segment.add_argument("--gt", help="ground-truth mask PNG (nonzero = object): print the IoU of the first mask")
-    segment.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    segment.add_argument("--max-tiles", type=int, help="tile large images into at most this many tiles")
-    segment.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    segment.add_argument(
+        "--threshold", type=probability_threshold, default=0.5, help="probability threshold (default 0.5)"
+    )
+    segment.add_argument("--max-tiles", type=positive_int, help="tile large images into at most this many tiles")
+    segment.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda")
     segment.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
 
     evaluate = commands.add_parser("evaluate", help="referring segmentation metrics (cIoU, gIoU, N-acc, T-acc)")
     evaluate.add_argument(
         "--dataset",
+        type=dataset_spec,
         required=True,
         help="synthetic[:N] (the first N synthetic samples of --seed), or a folder written by datasets' save_to_disk "
         "(PATH[:N] for its first N rows; needs the 'data' extra)",
@@ -86,14 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", help="split of a saved DatasetDict (default: its only split)")
     evaluate.add_argument("--model", default=str(SHIPPED_MODEL), help="model folder (default: the shipped model)")
     evaluate.add_argument("--out", default="report.json", help="JSON report (default report.json)")
-    evaluate.add_argument("--seed", type=int, default=1, help="seed of the synthetic samples (default 1; training: 0)")
-    evaluate.add_argument("--image-size", type=int, help="side of the synthetic images (default: the model's tile)")
-    evaluate.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    evaluate.add_argument("--max-tiles", type=int, help="tile large images into at most this many tiles")
-    evaluate.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    evaluate.add_argument(
+        "--seed", type=non_negative_int, default=1, help="seed of the synthetic samples (default 1; training: 0)"
+    )
+    evaluate.add_argument(
+        "--image-size", type=image_side, help="side of the synthetic images (default: the model's tile)"
+    )
+    evaluate.add_argument(
+        "--threshold", type=probability_threshold, default=0.5, help="probability threshold (default 0.5)"
+    )
+    evaluate.add_argument("--max-tiles", type=positive_int, help="tile large images into at most this many tiles")
+    evaluate.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda")
     evaluate.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
 
     add_publish_commands(commands)
+    add_app_command(commands)
     return parser
 
 
@@ -110,16 +137,6 @@ def masks_dir_paths(folder: str, labels: list[str]) -> list[Path]:
     return [Path(folder) / f"{stem}.png" for stem in stems]
 
 
-def open_image(path: str) -> PIL.Image.Image:
-    """The image at `path`, with a clear error when there is none."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no image at {path}")
-    try:
-        return PIL.Image.open(path)
-    except PIL.UnidentifiedImageError:
-        raise ValueError(f"{path} is not an image file PIL can read") from None
-
-
 def load_model(args: argparse.Namespace) -> tuple[Self1EForSegmentation, Self1EProcessor]:
     """The model of `--model` on `--device` in `--dtype`, and its processor."""
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
@@ -131,8 +148,8 @@ def run_segment(args: argparse.Namespace) -> int:
         raise ValueError("give either prompts or --classes")
     classes = [name.strip() for name in args.classes.split(",")] if args.classes else None
     labels = classes or args.prompts
-    image = open_image(args.image)
-    gt = mask_from_image(open_image(args.gt)) if args.gt else None
+    image = read_image(args.image)
+    gt = mask_from_image(read_image(args.gt)) if args.gt else None
     if gt is not None and gt.shape != (image.height, image.width):
         raise ValueError(
             f"the ground truth {args.gt} is {gt.shape[1]}x{gt.shape[0]} but the image is {image.width}x{image.height}"
@@ -199,7 +216,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     synthetic = args.dataset.split("[")[0] == "synthetic"
     check_output_files([args.out], suffix=".json")
     model, processor = load_model(args)
-    image_size = args.image_size or model.config.tile_size
+    image_size = model.config.tile_size if args.image_size is None else args.image_size
     dataset = load_evaluation_dataset(
         args.dataset, split=args.split, seed=args.seed, synthetic_config=SyntheticConfig(image_size=image_size)
     )
@@ -260,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "export": run_publish,
         "push": run_publish,
         "segment": run_segment,
+        "app": run_app,
     }
     try:
         with progress_bars_on_a_terminal_only():

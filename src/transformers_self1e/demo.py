@@ -6,13 +6,14 @@ a contact sheet of them all, and returns each example's IoU with the ground trut
 """
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import torch
 
+from .input_files import read_image
 from .modeling import Self1EForSegmentation, Self1EProcessor
 from .output_files import check_output_files, check_output_folder, save_image
 from .visualize import SheetRow, contact_sheet, draw_overlay
@@ -45,11 +46,31 @@ class DemoExample:
 
 
 def load_demo_examples(folder: str | Path = DEMO_EXAMPLES) -> list[DemoExample]:
-    """The examples listed in `folder/examples.json`."""
+    """The examples listed in `folder/examples.json`.
+
+    Raises:
+        FileNotFoundError: `folder` has no `examples.json`.
+        ValueError: `examples.json` is not a non-empty JSON list of objects with the fields of `DemoExample`.
+    """
     listing = Path(folder) / "examples.json"
     if not listing.is_file():
         raise FileNotFoundError(f"no examples.json in {folder}")
-    return [DemoExample(**entry) for entry in json.loads(listing.read_text())]
+    try:
+        entries = json.loads(listing.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{listing} is not valid JSON: {error}") from None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{listing} must hold a non-empty JSON list of examples")
+    types = {field.name: field.type for field in fields(DemoExample)}
+    for index, entry in enumerate(entries):
+        if not (
+            isinstance(entry, dict)
+            and set(entry) == set(types)
+            and all(isinstance(entry[name], kind) for name, kind in types.items())
+        ):
+            keys = ", ".join(f"{name} ({kind.__name__})" for name, kind in types.items())
+            raise ValueError(f"example {index} of {listing} must be an object with the keys {keys}")
+    return [DemoExample(**entry) for entry in entries]
 
 
 def write_demo_examples(folder: str | Path, seed: int, image_size: int) -> list[DemoExample]:
@@ -93,7 +114,7 @@ def mask_from_image(image: PIL.Image.Image) -> torch.Tensor:
 
 def read_mask(path: str | Path) -> torch.Tensor:
     """A bool mask from a PNG (nonzero = object)."""
-    return mask_from_image(PIL.Image.open(path))
+    return mask_from_image(read_image(path))
 
 
 def mask_iou(mask: torch.Tensor, gt: torch.Tensor) -> float:
@@ -122,10 +143,17 @@ def run_demo(
     outputs = [out / f"{example.name}-{kind}.png" for example in examples for kind in ("mask", "overlay")]
     inputs = [folder / name for example in examples for name in (example.image, example.gt)]
     check_output_files([*outputs, out / DEMO_SHEET], inputs=inputs)
+    # Every image is read before the first output is written, so a bad file leaves no partial demo behind.
+    images = [read_image(folder / example.image).convert("RGB") for example in examples]
+    gts = [read_mask(folder / example.gt) for example in examples]
+    for example, image, gt in zip(examples, images, gts):
+        if gt.shape != (image.height, image.width):
+            raise ValueError(
+                f"{folder / example.gt} is {gt.shape[1]}x{gt.shape[0]} but {folder / example.image} is "
+                f"{image.width}x{image.height}"
+            )
     rows, sheet_rows = [], []
-    for example in examples:
-        image = PIL.Image.open(folder / example.image).convert("RGB")
-        gt = read_mask(folder / example.gt)
+    for example, image, gt in zip(examples, images, gts):
         result = model.segment(image, example.prompt, processor=processor)
         mask, no_target = result.masks[0], bool(result.no_target[0])
         iou = mask_iou(mask, gt)

@@ -5,9 +5,11 @@ instead of a traceback from deep inside the loaders.
 """
 
 import json
+import os
 from pathlib import Path
 
 import torch
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .convert.checkpoint_files import SAFETENSORS_INDEX, SAFETENSORS_WEIGHTS, checkpoint_shards, read_header
 from .convert.folder_writer import conversion_problems
@@ -21,12 +23,28 @@ TOKENIZER_FILE = "tokenizer.json"
 SLOW_TOKENIZER_FILES = ("vocab.json", "merges.txt")
 
 
-def check_model_folder(path: str | Path) -> Self1EConfig:
+def is_local_path(name: str | Path) -> bool:
+    """Whether `name` names a local file or folder rather than a Hub repository: a `Path`, anything that exists or
+    whose first part (`outputs` of `outputs/model`) exists, starts with `.`, `~` or a path separator, or is not a valid
+    repo id (such as `a/b/c` or `C:\\model`). A local path is never sent to the Hub, whose error about repo ids or
+    connections would only hide the missing folder."""
+    if isinstance(name, Path):
+        return True
+    if name.startswith((".", "~", os.sep)) or os.path.exists(name) or os.path.exists(name.split("/")[0]):
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    return False
+
+
+def check_model_folder(path: str | Path, check_processor: bool = True) -> Self1EConfig:
     """Checks a saved Self1E model folder without reading its weights, and returns its config.
 
     Checked: `config.json` (JSON, a Self1E config with `text_config`, `vision_config` and valid values), the
-    safetensors weights (complete headers, and the names, shapes and dtypes of the config's model) and the processor
-    files (the image processor's settings and a tokenizer with its vocabulary).
+    safetensors weights (complete headers, and the names, shapes and dtypes of the config's model) and, with
+    `check_processor`, the processor files (the image processor's settings and a tokenizer with its vocabulary).
 
     Raises:
         FileNotFoundError: the folder, `config.json`, the weights or the processor files are missing.
@@ -34,10 +52,13 @@ def check_model_folder(path: str | Path) -> Self1EConfig:
     """
     folder = Path(path)
     if not folder.is_dir():
-        raise FileNotFoundError(f"no model folder at {folder}")
+        raise FileNotFoundError(f"no model folder at {path}")
+    if not (folder / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"no SELF1E model in {path} (no {CONFIG_FILE})")
     config = _read_config(folder / CONFIG_FILE)
     _check_weights(folder, config)
-    _check_processor_files(folder)
+    if check_processor:
+        _check_processor_files(folder)
     return config
 
 
@@ -121,4 +142,4 @@ def _check_processor_files(folder: Path) -> None:
         )
 
 
-__all__ = ["check_model_folder", "load_model_and_processor"]
+__all__ = ["check_model_folder", "is_local_path", "load_model_and_processor"]

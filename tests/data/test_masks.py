@@ -56,3 +56,27 @@ def test_masks_must_be_two_dimensional():
         encode_rle(np.zeros((2, 3, 4)))
     with pytest.raises(ValueError, match="height, width"):
         to_binary_mask(np.zeros(5))
+
+
+@pytest.mark.parametrize(
+    "rle, error, match",
+    [
+        ({"counts": "x"}, ValueError, "needs 'size' and 'counts'"),
+        ({"size": [4, -5], "counts": "x"}, ValueError, "two positive integers"),
+        ({"size": [4], "counts": "x"}, ValueError, "two positive integers"),
+        ({"size": [4, 5], "counts": "x"}, ValueError, "do not encode a 4x5 mask"),
+        ({"size": [4, 5], "counts": b""}, ValueError, "do not encode a 4x5 mask"),
+        ({"size": [4, 5], "counts": "zzzzzzzz"}, ValueError, "do not encode a 4x5 mask"),
+        ({"size": [4, 5], "counts": "é"}, ValueError, "ASCII"),
+        ({"size": [4, 5], "counts": [3, 2]}, ValueError, "cover 5 pixels, not its 4x5"),
+        ({"size": [4, 5], "counts": [25, -5]}, ValueError, "non-negative integers"),
+        ({"size": [4, 5], "counts": 7}, TypeError, "counts must be a str"),
+        ({"size": [10**5, 10**5], "counts": "x"}, ValueError, "larger than any image"),
+    ],
+)
+def test_malformed_run_length_masks_are_refused(rle, error, match):
+    # pycocotools decodes some of these into masks of arbitrary values without an error.
+    with pytest.raises(error, match=match):
+        decode_rle(rle)
+    with pytest.raises(error, match=match):
+        merge_rles([rle], 4, 5)

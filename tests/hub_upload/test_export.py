@@ -11,7 +11,7 @@ import torch
 from helpers.pairs import random_image, tiny_model_and_processor
 from huggingface_hub import ModelCard
 
-from transformers_self1e import Self1EProcessor
+from transformers_self1e import Self1EForSegmentation, Self1EProcessor
 from transformers_self1e.hub_upload import export_hub_folder
 from transformers_self1e.hub_upload.__main__ import main as hub_main
 from transformers_self1e.hub_upload.hub_layout import MODELING_DIR, PIPELINE_FILE
@@ -276,3 +276,86 @@ def test_base_model_is_inferred_for_internvl3_sizes():
     assert infer_base_model(internvl3_8b_config()) == "OpenGVLab/InternVL3-8B"
     assert infer_base_model(internvl3_2b_config()) == "OpenGVLab/InternVL3-2B"
     assert infer_base_model(tiny_config()) is None
+
+
+def error_line(capsys) -> str:
+    """The one line a failed command wrote to stderr, which must be an `error:` line."""
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_a_local_path_without_a_model_is_never_sent_to_the_hub(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("no model here")
+    (tmp_path / "outputs").mkdir()
+    for model, message in [
+        ("notes", "no SELF1E model in notes (no config.json)"),
+        (str(tmp_path / "notes"), f"no SELF1E model in {tmp_path / 'notes'} (no config.json)"),
+        ("./missing", "no model folder at ./missing"),
+        ("outputs/missing", "no model folder at outputs/missing"),  # `outputs` exists: a path, not an org
+        ("a/b/c", "no model folder at a/b/c"),
+        ("~/missing", "no model folder at ~/missing"),
+    ]:
+        assert hub_main(["export", model, "--out", str(tmp_path / "hub")]) == 2
+        assert error_line(capsys) == f"error: {message}"
+    assert not (tmp_path / "hub").exists()
+
+
+def test_a_processor_path_without_a_processor_is_never_sent_to_the_hub(exported, tmp_path, capsys):
+    folder, _, _ = exported
+    assert hub_main(["export", str(folder), "--out", str(tmp_path / "hub"), "--processor", "./missing"]) == 2
+    assert error_line(capsys) == "error: no processor folder at ./missing"
+    assert not (tmp_path / "hub").exists()
+
+
+def test_a_hub_id_that_cannot_be_loaded_is_one_error_line(tmp_path, capsys, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to the Hub.\nCheck your internet connection.")
+
+    monkeypatch.setattr(Self1EForSegmentation, "from_pretrained", offline)
+    monkeypatch.chdir(tmp_path)
+    assert hub_main(["export", "someone/self1e-tiny", "--out", str(tmp_path / "hub")]) == 2
+    line = error_line(capsys)
+    assert "someone/self1e-tiny is not a local folder, and loading it from the Hub failed" in line
+    assert "We couldn't connect to the Hub." in line
+
+
+def test_a_bad_shard_size_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before --max-shard-size was checked")
+
+    monkeypatch.setattr(Self1EForSegmentation, "from_pretrained", no_loading)
+    for size in ("big", "1.5GB", "-1GB"):
+        assert hub_main(["export", "org/model", "--out", str(tmp_path / "hub"), f"--max-shard-size={size}"]) == 2
+        assert f"max_shard_size must be a positive size such as '5GB', '300KB' or bytes, got {size!r}" in error_line(
+            capsys
+        )
+
+
+def test_an_unreadable_results_file_is_one_error_line(exported, tmp_path, capsys):
+    folder, _, _ = exported
+    random_image(4, 4).save(tmp_path / "image.png")
+    for results, message in [
+        (tmp_path / "missing.json", f"no results file at {tmp_path / 'missing.json'}"),
+        (tmp_path, f"no results file at {tmp_path}"),
+        (tmp_path / "image.png", f"{tmp_path / 'image.png'} is not a JSON file of results"),
+    ]:
+        arguments = ["export", str(folder), "--out", str(tmp_path / "hub"), "--results", str(results)]
+        assert hub_main(arguments) == 2
+        assert error_line(capsys).startswith(f"error: {message}")
+    assert not (tmp_path / "hub").exists()
+
+
+def test_an_output_folder_that_cannot_be_created_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(Self1EForSegmentation, "from_pretrained", no_loading)
+    (tmp_path / "a-file").write_text("not a folder")
+    assert hub_main(["export", "org/model", "--out", str(tmp_path / "a-file" / "hub")]) == 2
+    assert (
+        error_line(capsys)
+        == f"error: cannot create the folder {tmp_path / 'a-file' / 'hub'}: {tmp_path / 'a-file'} is a file"
+    )

@@ -158,6 +158,17 @@ def test_generate_decodes_as_a_causal_model() -> None:
     assert generated[0, prompt.shape[1]] == first
 
 
+def test_generate_from_embeddings_equals_generate_from_ids() -> None:
+    model = tiny_model()
+    batch = make_batch([SampleSpec(n_seg=0)])
+    prompt = batch.input_ids[:, :-2]
+    options = {"pixel_values": batch.pixel_values, "max_new_tokens": 3, "do_sample": False, "pad_token_id": 0}
+    with torch.no_grad():
+        from_ids = model.generate(input_ids=prompt, **options)
+        from_embeddings = model.generate(inputs_embeds=model.get_input_embeddings()(prompt), **options)
+    assert torch.equal(from_embeddings[0], from_ids[0, prompt.shape[1] :])
+
+
 def test_save_and_load_round_trip(tmp_path) -> None:
     model = tiny_model(image_feature_path="residual_refill")
     model.save_pretrained(tmp_path)
@@ -258,6 +269,33 @@ class TestBadInputs:
         batch = make_batch([SampleSpec()])
         with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
             self.run(batch, inputs_embeds=torch.zeros(1, batch.input_ids.shape[1], 64))
+
+    def test_embeddings_with_an_image_are_refused_before_the_vision_tower_runs(self) -> None:
+        batch = make_batch([SampleSpec()])
+        calls = []
+        hook = self.model.model.vision_tower.register_forward_hook(lambda *args: calls.append(args))
+        embeddings = self.model.get_input_embeddings()(batch.input_ids)
+        try:
+            with pytest.raises(ValueError, match="inputs_embeds cannot be used with an image .* pass input_ids"):
+                self.run(batch, input_ids=None, inputs_embeds=embeddings)
+            with pytest.raises(ValueError, match="inputs_embeds cannot be used with .* gt_masks"):
+                without_image = {"pixel_values": None, "gt_masks": [torch.zeros(1, 8, 8)]}
+                self.run(batch, input_ids=None, inputs_embeds=embeddings, **without_image)
+        finally:
+            hook.remove()
+        assert calls == []
+
+    def test_embeddings_of_text_give_the_logits_of_its_ids(self) -> None:
+        batch = make_batch([SampleSpec(grid=None, n_seg=0)])
+        embeddings = self.model.get_input_embeddings()(batch.input_ids)
+        from_ids = self.run(batch)
+        from_embeddings = self.run(batch, input_ids=None, inputs_embeds=embeddings)
+        torch.testing.assert_close(from_embeddings.logits, from_ids.logits)
+
+    def test_image_tokens_without_an_image(self) -> None:
+        batch = make_batch([SampleSpec(grid=(1, 1))])
+        with pytest.raises(ValueError, match="input_ids hold 16 image tokens but no image was given"):
+            self.run(batch, pixel_values=None)
 
     def test_invalid_config_values(self) -> None:
         # Configs validate like every transformers v5 config, through huggingface_hub's strict dataclasses.

@@ -26,7 +26,9 @@ def as_mask(entry: dict) -> torch.Tensor:
 def test_saved_config_declares_the_pipeline(saved):
     folder, _, _ = saved
     config = json.loads((folder / "config.json").read_text())
-    assert config["custom_pipelines"]["image-segmentation"]["impl"] == "pipeline_self1e.Self1EImageSegmentationPipeline"
+    assert (
+        config["custom_pipelines"]["image-segmentation"]["impl"] == "pipeline_self1e.Self1EImageSegmentationPipeline"
+    )
     assert (folder / "pipeline_self1e.py").is_file()
 
 
@@ -60,6 +62,51 @@ def test_pipeline_needs_a_prompt(saved):
     segmenter = pipeline("image-segmentation", model=str(folder), trust_remote_code=True)
     with pytest.raises(ValueError, match="prompt=, prompts= or classes="):
         segmenter(random_image(20, 20))
+
+
+def test_a_string_given_as_prompts_is_one_prompt(saved):
+    folder, model, processor = saved
+    segmenter = pipeline("image-segmentation", model=str(folder), trust_remote_code=True)
+    image = random_image(50, 70, seed=7)
+    outputs = segmenter(image, prompts="circle")
+    assert [entry["label"] for entry in outputs] == ["circle"]
+    assert torch.equal(as_mask(outputs[0]), model.segment(image, "circle", processor=processor).masks[0])
+
+
+@pytest.mark.parametrize("query", [{"prompts": ["a dog", "the cat"]}, {"classes": ["sky", "road"]}])
+def test_batches_give_the_outputs_of_one_image_at_a_time(saved, query):
+    folder, _, _ = saved
+    segmenter = pipeline("image-segmentation", model=str(folder), trust_remote_code=True)
+    images = [random_image(50, 70, seed=1), random_image(120, 40, seed=2), random_image(30, 30, seed=3)]
+    batched = segmenter(images, batch_size=2, **query)
+    assert len(batched) == len(images)
+    for image, outputs in zip(images, batched):
+        alone = segmenter(image, **query)
+        assert [entry["label"] for entry in outputs] == [entry["label"] for entry in alone]
+        for entry, expected in zip(outputs, alone):
+            assert entry["mask"].size == image.size
+            assert torch.equal(as_mask(entry), as_mask(expected))
+            assert entry["score"] == pytest.approx(expected["score"], abs=1e-6)
+
+
+def test_bad_options_are_refused_before_the_model_runs(saved):
+    folder, _, _ = saved
+    segmenter = pipeline("image-segmentation", model=str(folder), trust_remote_code=True)
+    calls = []
+    hook = segmenter.model.register_forward_hook(lambda *args: calls.append(args))
+    image = random_image(20, 20)
+    try:
+        with pytest.raises(TypeError, match=r"pipeline got unexpected keyword arguments \['colour'\]"):
+            segmenter(image, prompt="a dog", colour="red")
+        with pytest.raises(TypeError, match=r"threshold must be a number .* got str '0.5'"):
+            segmenter(image, prompt="a dog", threshold="0.5")
+        with pytest.raises(ValueError, match="cannot be encoded as UTF-8"):
+            segmenter(image, prompt="a \ud800 dog")
+        with pytest.raises(ValueError, match="takes one image per input, got a batch of 2 images"):
+            segmenter(np.zeros((2, 8, 8, 3), np.uint8), prompt="a dog")
+    finally:
+        hook.remove()
+    assert calls == []
 
 
 def test_remote_code_without_the_package_gives_the_same_masks(saved, tmp_path):

@@ -1,9 +1,11 @@
 """Tests of the SELF1E image processor and processor: prompt format, token layout, tiling, inputs, save/load."""
 
 import ast
+import io
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -569,6 +571,35 @@ def test_bad_images_raise(image, error, match):
         Self1EImageProcessor(size=TILE)(image)
 
 
+@pytest.mark.parametrize("shape", [(2, 20, 3), (4, 4, 1), (5, 7, 4), (3, 20, 20), (4, 20, 20)])
+def test_arrays_and_tensors_follow_one_layout_rule(shape):
+    image_processor = Self1EImageProcessor(size=TILE)
+    pixels = np.random.RandomState(0).randint(0, 256, shape, dtype=np.uint8)
+    channels_last = pixels if shape[-1] in (1, 2, 3, 4) else pixels.transpose(1, 2, 0)
+    # PIL's own conversions are the oracle: gray to RGB, alpha dropped.
+    gray_or_colour = channels_last[..., 0] if channels_last.shape[-1] == 1 else channels_last[..., :3]
+    rgb = np.asarray(PIL.Image.fromarray(np.ascontiguousarray(gray_or_colour)).convert("RGB"))
+    for image in (pixels, torch.from_numpy(pixels)):
+        np.testing.assert_array_equal(np.asarray(image_processor.fetch_images(image)), rgb)
+
+
+@pytest.mark.parametrize("shape", [(3, 20, 3), (1, 4, 1), (3, 6, 4), (1, 5, 2)])
+def test_ambiguous_layouts_need_input_data_format(shape):
+    image_processor = Self1EImageProcessor(size=TILE)
+    pixels = np.random.RandomState(0).randint(0, 256, shape, dtype=np.uint8)
+    for image in (pixels, torch.from_numpy(pixels)):
+        with pytest.raises(ValueError, match=rf"^images has shape {re.escape(str(shape))}: its first and last axes"):
+            image_processor(image)
+        channels_last = image_processor(image, input_data_format="channels_last")
+        assert channels_last["original_sizes"] == [[shape[0], shape[1]]]
+        channels_first = image_processor(image, input_data_format="channels_first")
+        assert channels_first["original_sizes"] == [[shape[1], shape[2]]]
+    with pytest.raises(ValueError, match="input_data_format must be 'channels_first' or 'channels_last'"):
+        image_processor(pixels, input_data_format="hwc")
+    with pytest.raises(ValueError, match="input_data_format='channels_last' puts 7 channels on that axis"):
+        image_processor(np.zeros((4, 4, 7), np.uint8), input_data_format="channels_last")
+
+
 def test_max_image_pixels(tmp_path):
     image = PIL.Image.fromarray(random_rgb(40, 40))
     limited = Self1EImageProcessor(size=TILE, max_image_pixels=1000)
@@ -578,12 +609,56 @@ def test_max_image_pixels(tmp_path):
         limited(str(_png(tmp_path, image)))
     with pytest.raises(ValueError, match=r"max_image_pixels=1000"):  # per-call override
         Self1EImageProcessor(size=TILE)(image, max_image_pixels=1000)
+    for path_or_image in (image, str(_png(tmp_path, image))):  # a per-call limit also applies when loading
+        assert limited(path_or_image, max_image_pixels=None)["original_sizes"] == [[40, 40]]
+        assert limited(path_or_image, max_image_pixels=2000)["original_sizes"] == [[40, 40]]
     assert Self1EImageProcessor(size=TILE, max_image_pixels=None)(image)["pixel_values"][0].shape == (3, TILE, TILE)
     assert Self1EImageProcessor().max_image_pixels == 50_000_000
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("hello")
     with pytest.raises(ValueError, match=r"not an image PIL can read"):
         limited(str(not_an_image))
+
+
+def test_truncated_files_are_refused_however_they_are_given(tmp_path):
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(random_rgb(40, 52)).save(buffer, format="PNG")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    image_processor = Self1EImageProcessor(size=TILE)
+    with pytest.raises(ValueError, match=r"^images: .*truncated.png.* cannot be decoded \(a truncated or corrupt"):
+        image_processor(str(truncated))
+    # PIL opens files lazily: the header reads fine and the pixels fail only when decoded.
+    with pytest.raises(ValueError, match=r"^images\[1\]: .*truncated.png cannot be decoded"):
+        image_processor([PIL.Image.fromarray(random_rgb(8, 8)), PIL.Image.open(truncated)])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"max_tiles": None}, TypeError, "Field 'max_tiles' expected int, got NoneType"),
+        ({"min_tiles": False}, TypeError, "Field 'min_tiles' expected int, got bool"),
+        ({"min_tiles": 0}, ValueError, "min_tiles must be a positive integer"),
+        ({"do_resize": 0.5}, TypeError, "Field 'do_resize'"),
+        ({"max_image_pixels": False}, TypeError, "Field 'max_image_pixels'"),
+        ({"input_data_format": False}, TypeError, "Field 'input_data_format'"),
+        ({"max_tiles": 257}, ValueError, "max_tiles=257 is more than the 256 tiles"),
+    ],
+)
+def test_options_of_the_wrong_type_or_size_raise(kwargs, error, match):
+    processor = make_processor()
+    image = random_rgb(20, 30)
+    with pytest.raises(error, match=match):
+        processor.image_processor(image, **kwargs)
+    with pytest.raises(error, match=match):
+        processor.prepare_segmentation_inputs(image, "circle", **kwargs)
+    with pytest.raises(error, match=match):
+        processor(images=image, text="<image>circle", **kwargs)
+
+
+def test_processor_call_refuses_an_empty_list_of_texts():
+    with pytest.raises(ValueError, match="text is an empty list"):
+        make_processor()(images=None, text=[])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -696,6 +771,12 @@ def test_post_process_masks():
         processor.post_process_masks(logits, [(2, 2)])
 
 
+def test_post_process_masks_refuses_non_finite_logits():
+    logits = torch.tensor([[[-1.0, 1.0], [1.0, -1.0]], [[float("nan"), 1.0], [1.0, 1.0]]])
+    with pytest.raises(ValueError, match="non-finite mask logits \\(NaN\\) for mask 1"):
+        make_processor().post_process_masks([logits], [(4, 4)])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Saving and loading
 # ----------------------------------------------------------------------------------------------------------
@@ -733,7 +814,19 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_remote_code_files_import_only_allowed_packages():
-    allowed = {"torch", "transformers", "numpy", "PIL", "random", "re", "os", "urllib"}
+    # huggingface_hub: a dependency of transformers itself.
+    allowed = {
+        "torch",
+        "transformers",
+        "huggingface_hub",
+        "numpy",
+        "PIL",
+        "random",
+        "re",
+        "os",
+        "urllib",
+        "contextlib",
+    }
     for name in ("image_processing_self1e.py", "processing_self1e.py"):
         tree = ast.parse((MODELING_DIR / name).read_text())
         for node in ast.walk(tree):
@@ -747,15 +840,14 @@ def test_remote_code_files_import_only_allowed_packages():
 
 
 @pytest.mark.slow
-def test_auto_map_and_remote_code_loading(tmp_path):
+def test_auto_map_and_remote_code_loading(tmp_path, monkeypatch):
     processor = make_processor(max_tiles=4)
+    # The package registers these classes on import; whatever this test sets is undone for the tests after it.
+    monkeypatch.setattr(Self1EProcessor, "_auto_class", Self1EProcessor._auto_class)
+    monkeypatch.setattr(Self1EImageProcessor, "_auto_class", Self1EImageProcessor._auto_class)
     Self1EProcessor.register_for_auto_class()
     Self1EImageProcessor.register_for_auto_class()
-    try:
-        processor.save_pretrained(tmp_path / "saved")
-    finally:
-        Self1EProcessor._auto_class = None
-        Self1EImageProcessor._auto_class = None
+    processor.save_pretrained(tmp_path / "saved")
     saved = json.loads((tmp_path / "saved" / "processor_config.json").read_text())
     assert saved["auto_map"] == {"AutoProcessor": "processing_self1e.Self1EProcessor"}
     assert saved["image_processor"]["auto_map"]["AutoImageProcessor"] == "image_processing_self1e.Self1EImageProcessor"

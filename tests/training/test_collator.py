@@ -270,6 +270,17 @@ def test_max_length_truncates_text_and_drops_masks_of_cut_seg_tokens(processor):
         ({"image": rgb(32, 32), "prompt": "What?"}, "no answer"),
         ({"image": rgb(32, 32)}, "needs a conversation"),
         ({"input_ids": [1, 2, 3], "image": rgb(32, 32)}, "0 image tokens but its image takes 16"),
+        ({"input_ids": [1e30]}, r"samples\[0\]: input_ids must be one sequence of integers"),
+        ({"input_ids": [[1, 2], [3]]}, "input_ids must be one sequence of integers"),
+        ({"input_ids": [1, 10**9]}, r"input_ids holds 1000000000, outside \[0, "),
+        ({"input_ids": [1, -1]}, "input_ids holds -1"),
+        ({"input_ids": []}, "input_ids is empty"),
+        ({"input_ids": [1, 2], "labels": [1, -7]}, r"labels holds -7, outside .*\(or \[-100\]\)"),
+        ({"input_ids": [1, 2], "labels": [1]}, "labels has 1 entries, input_ids 2"),
+        ({"input_ids": [1], "attention_mask": []}, "attention_mask has 0 entries, input_ids 1"),
+        ({"input_ids": [1, 2], "attention_mask": [0, 0]}, "attention_mask has no 1"),
+        ({"input_ids": [1, 2], "attention_mask": [1, 2]}, r"attention_mask holds 2, outside \[0, 1\]"),
+        ({"input_ids": [True, False]}, "input_ids must be one sequence of integers"),
         (
             {
                 "image": rgb(32, 32),

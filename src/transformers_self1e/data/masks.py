@@ -12,6 +12,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..modeling.image_processing_self1e import DEFAULT_MAX_IMAGE_PIXELS
+
 
 def encode_rle(mask: np.ndarray) -> dict:
     """The RLE of a `(height, width)` mask (non-zero = inside)."""
@@ -37,7 +39,13 @@ def merge_rles(rles: Iterable[Mapping], height: int, width: int) -> dict:
 
 
 def decode_rle(rle: Mapping) -> np.ndarray:
-    """A `(height, width)` uint8 0/1 mask from a compressed (str or bytes counts) or uncompressed (list counts) RLE."""
+    """A `(height, width)` uint8 0/1 mask from a compressed (str or bytes counts) or uncompressed (list counts) RLE.
+
+    Raises:
+        ValueError: `rle` is not an RLE: `size` is not two positive integers, or `counts` do not encode a mask of
+            that size.
+        TypeError: `counts` is neither a list, a str nor bytes.
+    """
     return _mask_utils().decode(_pycocotools_rle(rle))
 
 
@@ -64,11 +72,51 @@ def _mask_utils() -> ModuleType:
 
 
 def _pycocotools_rle(rle: Mapping) -> dict:
-    height, width = (int(side) for side in rle["size"])
-    counts = rle["counts"]
+    """`rle` in the form pycocotools takes, checked first: pycocotools decodes malformed counts into masks of
+    arbitrary values without an error."""
+    if not isinstance(rle, Mapping) or not {"size", "counts"} <= rle.keys():
+        keys = sorted(map(str, rle.keys())) if isinstance(rle, Mapping) else type(rle).__name__
+        raise ValueError(f"a run-length mask needs 'size' and 'counts', got {keys}")
+    size, counts = rle["size"], rle["counts"]
+    if not (
+        isinstance(size, (list, tuple))
+        and len(size) == 2
+        and all(isinstance(side, (int, np.integer)) and not isinstance(side, bool) and side > 0 for side in size)
+    ):
+        raise ValueError(f"a run-length mask's size must be [height, width], two positive integers, got {size!r}")
+    height, width = (int(side) for side in size)
+    if height * width > DEFAULT_MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"a run-length mask of {height}x{width} is larger than any image read ({DEFAULT_MAX_IMAGE_PIXELS} pixels)"
+        )
     if isinstance(counts, list):
-        return _mask_utils().frPyObjects({"size": [height, width], "counts": counts}, height, width)
-    return {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        if not all(isinstance(run, (int, np.integer)) and not isinstance(run, bool) and run >= 0 for run in counts):
+            raise ValueError("a run-length mask's counts list must hold non-negative integers (run lengths)")
+        if sum(int(run) for run in counts) != height * width:
+            raise ValueError(
+                f"a run-length mask's runs cover {sum(int(run) for run in counts)} pixels, not its {height}x{width}"
+            )
+        return _mask_utils().frPyObjects(
+            {"size": [height, width], "counts": [int(run) for run in counts]}, height, width
+        )
+    if isinstance(counts, str):
+        if not counts.isascii():
+            raise ValueError("a run-length mask's counts string must be pycocotools' ASCII encoding")
+        counts = counts.encode("ascii")
+    if not isinstance(counts, bytes):
+        raise TypeError(
+            f"a run-length mask's counts must be a str, bytes or a list of run lengths, got {type(counts).__name__}"
+        )
+    compressed = {"size": [height, width], "counts": counts}
+    # A well-formed string is what pycocotools encodes its own decoding into.
+    try:
+        mask = _mask_utils().decode(compressed)
+        valid = mask.max() <= 1 and _mask_utils().encode(np.asfortranarray(mask))["counts"] == counts
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(f"a run-length mask's counts do not encode a {height}x{width} mask")
+    return compressed
 
 
 __all__ = ["decode_rle", "empty_rle", "encode_rle", "merge_rles", "to_binary_mask"]

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 BREAKDOWN_COLUMNS = ("target_size_class", "expression_kind")
 DEFAULT_SYNTHETIC_SAMPLES = 200
-_DATASET_SPEC = re.compile(r"^(?P<name>.+?)(?:\[:(?P<count>\d+)\])?$")
+_DATASET_SPEC = re.compile(r"(?P<name>[^\[\]]+)(?:\[:(?P<count>[0-9]+)\])?")
 
 
 def referring_targets(row: Mapping) -> list[tuple[str, Any]]:
@@ -159,18 +159,32 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
+def parse_dataset_spec(spec: str) -> tuple[str, int | None]:
+    """The name and row count of a dataset spec, `NAME` (count None) or `NAME[:N]` with N >= 1.
+
+    Raises:
+        ValueError: `spec` is empty, has a slice other than `[:N]`, or N is 0.
+    """
+    match = _DATASET_SPEC.fullmatch(spec)
+    if match is None:
+        raise ValueError(f"dataset {spec!r} is not NAME or NAME[:N]: give synthetic[:N] or a folder, e.g. PATH[:100]")
+    count = None if match["count"] is None else int(match["count"])
+    if count == 0:
+        raise ValueError(f"dataset {spec!r} asks for no rows: N in NAME[:N] must be at least 1")
+    return match["name"], count
+
+
 def load_evaluation_dataset(
     spec: str, split: str | None = None, seed: int = 1, synthetic_config: SyntheticConfig | None = None
 ) -> "datasets.Dataset | SyntheticReferringRows":
     """The dataset named by `spec`: `synthetic[:N]` (the first N synthetic samples of `seed` as plain rows, see
     `SyntheticReferringRows`; 200 without `[:N]`), or a folder written by `save_to_disk` (a `DatasetDict` needs
     `split` unless it has one split), optionally `PATH[:N]` for its first N rows."""
-    match = _DATASET_SPEC.match(spec)
-    name, count = match["name"], None if match["count"] is None else int(match["count"])
+    name, count = parse_dataset_spec(spec)
     if name == "synthetic":
         if split is not None:
             raise ValueError("--split is for a saved dataset, not for synthetic data")
-        return SyntheticReferringRows(count or DEFAULT_SYNTHETIC_SAMPLES, seed, synthetic_config)
+        return SyntheticReferringRows(DEFAULT_SYNTHETIC_SAMPLES if count is None else count, seed, synthetic_config)
 
     if not Path(name).is_dir():
         raise FileNotFoundError(f"no dataset at {name}: give synthetic[:N] or a folder written by save_to_disk")
@@ -188,4 +202,11 @@ def load_evaluation_dataset(
     return dataset if count is None else dataset.select(range(min(count, len(dataset))))
 
 
-__all__ = ["BREAKDOWN_COLUMNS", "evaluate_referring", "load_evaluation_dataset", "referring_targets", "write_report"]
+__all__ = [
+    "BREAKDOWN_COLUMNS",
+    "evaluate_referring",
+    "load_evaluation_dataset",
+    "parse_dataset_spec",
+    "referring_targets",
+    "write_report",
+]

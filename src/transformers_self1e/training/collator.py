@@ -240,17 +240,30 @@ class Self1EDataCollator:
         return input_ids, labels, image_inputs
 
     def _pretokenized(self, sample: Mapping, image, name: str) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
-        input_ids = torch.as_tensor(sample["input_ids"], dtype=torch.long)
+        vocab_size = len(self.processor.tokenizer)
+        input_ids = _integer_sequence(sample["input_ids"], "input_ids", name, range(vocab_size))
+        if not input_ids.numel():
+            raise ValueError(f"{name}: input_ids is empty")
         labels = sample.get("labels")
-        labels = input_ids.clone() if labels is None else torch.as_tensor(labels, dtype=torch.long)
-        if input_ids.ndim != 1 or labels.shape != input_ids.shape:
-            raise ValueError(
-                f"{name}: input_ids and labels must be one (length,) sequence each, got {tuple(input_ids.shape)} and "
-                f"{tuple(labels.shape)}"
-            )
+        if labels is None:
+            labels = input_ids.clone()
+        else:
+            labels = _integer_sequence(labels, "labels", name, range(vocab_size), extra_values={IGNORE_INDEX})
         if sample.get("attention_mask") is not None:
-            is_token = torch.as_tensor(sample["attention_mask"]).bool()
-            input_ids, labels = input_ids[is_token], labels[is_token]
+            is_token = _integer_sequence(
+                sample["attention_mask"], "attention_mask", name, range(2), kinds="iub"
+            ).bool()
+        else:
+            is_token = torch.ones_like(input_ids, dtype=torch.bool)
+        for what, values in (("labels", labels), ("attention_mask", is_token)):
+            if values.shape != input_ids.shape:
+                raise ValueError(
+                    f"{name}: {what} has {values.numel()} entries, input_ids {input_ids.numel()}; they go token by "
+                    "token"
+                )
+        if not is_token.any():
+            raise ValueError(f"{name}: attention_mask has no 1, so the row has no tokens")
+        input_ids, labels = input_ids[is_token], labels[is_token]
 
         image_inputs = None
         expected_image_tokens = 0
@@ -264,6 +277,33 @@ class Self1EDataCollator:
                 f"{name}: input_ids hold {image_tokens} image tokens but its image takes {expected_image_tokens}"
             )
         return input_ids, labels, image_inputs
+
+
+def _integer_sequence(
+    values, what: str, name: str, valid: range, extra_values: frozenset = frozenset(), kinds: str = "iu"
+) -> torch.Tensor:
+    """`values` (a list, array or tensor of integers, of a dtype kind in `kinds`, within `valid` or `extra_values`) as
+    a `(length,)` int64 tensor; anything else is a ValueError naming the row and the column."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError):
+        array = None
+    if array is None or array.ndim != 1 or (array.size and array.dtype.kind not in kinds):
+        raise ValueError(f"{name}: {what} must be one sequence of integers, got {_described(values)}")
+    outside = [value for value in array.tolist() if value not in valid and value not in extra_values]
+    if outside:
+        raise ValueError(
+            f"{name}: {what} holds {outside[0]!r}, outside [{valid.start}, {valid.stop - 1}]"
+            + (f" (or {sorted(extra_values)})" if extra_values else "")
+        )
+    return torch.as_tensor(array.astype(np.int64), dtype=torch.long)
+
+
+def _described(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{type(value).__name__} {text[:57]}..."
 
 
 def row_name(sample: Mapping, index: int) -> str:

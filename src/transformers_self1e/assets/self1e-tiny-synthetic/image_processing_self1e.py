@@ -1,5 +1,6 @@
 """Image processor of SELF1E: InternVL's dynamic tiling (transformers' GOT-OCR2 tiling) plus robust input loading."""
 
+import contextlib
 import os
 import urllib.parse
 import urllib.request
@@ -7,12 +8,15 @@ import urllib.request
 import numpy as np
 import PIL.Image
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,
+    ChannelDimension,
     PILImageResampling,
     SizeDict,
+    make_flat_list_of_images,
 )
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
     GotOcr2ImageProcessorPil,
@@ -21,10 +25,17 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import TensorType
 
-from .mask_postprocessing import resize_mask_logits
+from .mask_postprocessing import check_finite_mask_logits, resize_mask_logits
 
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+# Far above the tile counts InternVL models are used with; the grid search is quadratic in it.
+MAX_TILES_LIMIT = 256
 _SIXTEEN_BIT_PIL_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+# Channels an array image may have: gray, gray + alpha, RGB, RGBA.
+_CHANNEL_COUNTS = (1, 2, 3, 4)
+# Channels of the channels-first images in use (gray, RGB); beside 1 to 4 entries on the last axis, the shape alone
+# does not tell the layout.
+_CHANNELS_FIRST_COUNTS = (1, 3)
 
 
 class Self1EImageProcessorKwargs(ImagesKwargs, total=False):
@@ -32,7 +43,7 @@ class Self1EImageProcessorKwargs(ImagesKwargs, total=False):
     min_tiles (`int`, *optional*, defaults to `self.min_tiles`):
         Fewest tiles an image is cut into.
     max_tiles (`int`, *optional*, defaults to `self.max_tiles`):
-        Most tiles an image is cut into (thumbnail not counted). `1` resizes the whole image to one tile.
+        Most tiles an image is cut into (thumbnail not counted), at most 256. `1` resizes the whole image to one tile.
     use_thumbnail (`bool`, *optional*, defaults to `self.use_thumbnail`):
         Append the whole image resized to one tile after the grid tiles of images cut into several tiles.
     max_image_pixels (`int`, *optional*, defaults to `self.max_image_pixels`):
@@ -66,10 +77,13 @@ class Self1EImageProcessor(GotOcr2ImageProcessorPil):
     tower and the language model), but it is **not** part of the stitched mask canvas: the canvas is the
     `rows x cols` grid tiles only, and the model must skip the thumbnail tile (the last of the image's `num_tiles`).
 
-    Inputs may be PIL images of any mode, numpy arrays (`HxW`, `HxWx{1,2,3,4}`, or channels first; `uint8`, `uint16`,
-    `bool`, other integers within [0, 255], floats within [0, 1]), torch tensors (`CxHxW` or `HxWxC`, 4D batches
-    split into images), local paths and `file://` URLs. Alpha channels are dropped as `PIL.Image.convert("RGB")` does
-    (what the reference implementation did), 16-bit images are scaled to 8 bits (`v / 257`, rounded).
+    Inputs may be PIL images of any mode, numpy arrays and torch tensors (`HxW`, `HxWxC` or `CxHxW`, 4D batches split
+    into images; `uint8`, `uint16`, `bool`, other integers within [0, 255], floats within [0, 1]), local paths and
+    `file://` URLs. Arrays and tensors follow one layout rule: channels are last when the last axis has 1 to 4 entries,
+    first when the first axis has 1 to 4 entries and the last does not; a shape whose first axis has 1 or 3 entries
+    and whose last has 1 to 4 (e.g. `(3, 64, 3)`) is ambiguous and refused unless `input_data_format`
+    (`"channels_last"` or `"channels_first"`) says the layout. Alpha channels are dropped as `PIL.Image.convert("RGB")`
+    does (what the reference implementation did), 16-bit images are scaled to 8 bits (`v / 257`, rounded).
     """
 
     valid_kwargs = Self1EImageProcessorKwargs
@@ -112,7 +126,33 @@ class Self1EImageProcessor(GotOcr2ImageProcessorPil):
         Turns every image of a (nested) list into an RGB `PIL.Image.Image`: PIL images of any mode, numpy arrays, torch
         tensors, local paths and `file://` URLs. Anything else raises a `TypeError` naming `name` and the type.
         """
-        return _load_images(image_url_or_urls, name, self.max_image_pixels)
+        return self.load_images(image_url_or_urls, self.max_image_pixels, name=name)
+
+    def load_images(
+        self,
+        images,
+        max_image_pixels: int | None,
+        input_data_format: "ChannelDimension | str | None" = None,
+        name: str = "images",
+    ):
+        """
+        [`~Self1EImageProcessor.fetch_images`] with an explicit `max_image_pixels` (`None`: no limit), checked before
+        a file is decoded, and the layout of arrays and tensors (`input_data_format`; `None` reads it from the shape).
+        """
+        _check_max_image_pixels(max_image_pixels)
+        return _load_images(images, name, max_image_pixels, _channel_dimension(input_data_format))
+
+    def preprocess(self, images, *args, **kwargs) -> BatchFeature:
+        """The base class's `preprocess`; an option of the wrong type raises a `TypeError` naming it."""
+        with option_type_errors():
+            return super().preprocess(images, *args, **kwargs)
+
+    def _prepare_image_like_inputs(self, images, *args, expected_ndims: int = 3, **kwargs) -> list[np.ndarray]:
+        # The base class loads images with `fetch_images`, which knows neither this call's limit nor its layout.
+        max_image_pixels = kwargs.get("max_image_pixels", self.max_image_pixels)
+        loaded = self.load_images(images, max_image_pixels, kwargs.get("input_data_format"))
+        flat = make_flat_list_of_images(loaded, expected_ndims=expected_ndims)
+        return [self.process_image(image, *args, **kwargs) for image in flat]
 
     def convert_to_rgb(self, image, input_data_format=None) -> np.ndarray:
         """RGB `HxWx3` uint8 array; alpha is dropped (as the reference's `convert("RGB")`), not blended onto white."""
@@ -224,12 +264,16 @@ class Self1EImageProcessor(GotOcr2ImageProcessorPil):
                 resized logits instead of boolean masks.
 
         A thin wrapper of `mask_postprocessing.resize_mask_logits`; `logits_to_prediction` there also gives scores.
+
+        Raises:
+            ValueError: a sample's logits hold NaN or infinity (thresholded, they would read as empty masks).
         """
         sizes = original_sizes.tolist() if isinstance(original_sizes, torch.Tensor) else list(original_sizes)
         if len(sizes) != len(pred_masks):
             raise ValueError(f"original_sizes has {len(sizes)} entries for {len(pred_masks)} samples of pred_masks")
         results = []
         for logits, (height, width) in zip(pred_masks, sizes):
+            check_finite_mask_logits(logits)
             resized = resize_mask_logits(logits, (int(height), int(width)))
             results.append(resized if threshold is None else resized > threshold)
         return results
@@ -244,6 +288,8 @@ def _check_tile_range(min_tiles, max_tiles) -> None:
     for name, value in (("min_tiles", min_tiles), ("max_tiles", max_tiles)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if value > MAX_TILES_LIMIT:
+            raise ValueError(f"{name}={value} is more than the {MAX_TILES_LIMIT} tiles an image may be cut into")
     if min_tiles > max_tiles:
         raise ValueError(f"min_tiles={min_tiles} asks for more tiles than max_tiles={max_tiles} allows")
 
@@ -272,11 +318,19 @@ def _check_image_size(height: int, width: int, max_image_pixels: int | None, nam
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _load_images(images, name: str, max_image_pixels: int | None):
+def _channel_dimension(input_data_format) -> ChannelDimension | None:
+    if input_data_format is None:
+        return None
+    if input_data_format not in (ChannelDimension.FIRST.value, ChannelDimension.LAST.value):
+        raise ValueError(f"input_data_format must be 'channels_first' or 'channels_last', got {input_data_format!r}")
+    return ChannelDimension(input_data_format)
+
+
+def _load_images(images, name: str, max_image_pixels: int | None, channel_dim: ChannelDimension | None = None):
     if isinstance(images, (list, tuple)):
         loaded = []
         for index, image in enumerate(images):
-            item = _load_images(image, f"{name}[{index}]", max_image_pixels)
+            item = _load_images(image, f"{name}[{index}]", max_image_pixels, channel_dim)
             # A 4D array/tensor (a batch) becomes several images.
             if isinstance(item, list) and not isinstance(image, (list, tuple)):
                 loaded.extend(item)
@@ -284,18 +338,24 @@ def _load_images(images, name: str, max_image_pixels: int | None):
                 loaded.append(item)
         return loaded
     if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
-        return [_load_image(images[index], f"{name}[{index}]", max_image_pixels) for index in range(images.shape[0])]
-    return _load_image(images, name, max_image_pixels)
+        return [
+            _load_image(images[index], f"{name}[{index}]", max_image_pixels, channel_dim)
+            for index in range(images.shape[0])
+        ]
+    return _load_image(images, name, max_image_pixels, channel_dim)
 
 
-def _load_image(image, name: str, max_image_pixels: int | None) -> PIL.Image.Image:
+def _load_image(
+    image, name: str, max_image_pixels: int | None, channel_dim: ChannelDimension | None = None
+) -> PIL.Image.Image:
     if isinstance(image, PIL.Image.Image):
         _check_image_size(image.height, image.width, max_image_pixels, name)
+        _decode(image, name)
         return _pil_to_rgb(image, name)
     if isinstance(image, torch.Tensor):
-        return _array_to_rgb(_tensor_to_numpy(image, name), name, max_image_pixels, channels_first=True)
+        return _array_to_rgb(_tensor_to_numpy(image, name), name, max_image_pixels, channel_dim)
     if isinstance(image, np.ndarray):
-        return _array_to_rgb(image, name, max_image_pixels, channels_first=False)
+        return _array_to_rgb(image, name, max_image_pixels, channel_dim)
     if isinstance(image, (str, os.PathLike)):
         return _open_image_file(image, name, max_image_pixels)
     raise TypeError(
@@ -333,17 +393,37 @@ def _tensor_to_numpy(tensor: torch.Tensor, name: str) -> np.ndarray:
     return tensor.numpy()
 
 
-def _array_to_rgb(array: np.ndarray, name: str, max_image_pixels: int | None, channels_first: bool) -> PIL.Image.Image:
+def _channel_axis(shape: tuple[int, ...], name: str, channel_dim: ChannelDimension | None) -> int:
+    """The channel axis (0 or -1) of a 3-D image: `channel_dim` when given, else the one reading of the shape."""
+    if channel_dim is not None:
+        axis = -1 if channel_dim == ChannelDimension.LAST else 0
+        if shape[axis] not in _CHANNEL_COUNTS:
+            raise ValueError(
+                f"{name} has shape {shape}: input_data_format={channel_dim.value!r} puts {shape[axis]} channels on "
+                "that axis, expected 1 to 4"
+            )
+        return axis
+    if shape[-1] in _CHANNEL_COUNTS and shape[0] in _CHANNELS_FIRST_COUNTS:
+        raise ValueError(
+            f"{name} has shape {shape}: its first and last axes could both hold the channels; pass "
+            "input_data_format='channels_last' (height, width, channels) or 'channels_first' (channels, height, "
+            "width), or a PIL image"
+        )
+    if shape[-1] in _CHANNEL_COUNTS:
+        return -1
+    if shape[0] in _CHANNEL_COUNTS:
+        return 0
+    raise ValueError(f"{name} has shape {shape}: no axis of 1 to 4 channels at the start or the end")
+
+
+def _array_to_rgb(
+    array: np.ndarray, name: str, max_image_pixels: int | None, channel_dim: ChannelDimension | None = None
+) -> PIL.Image.Image:
     if array.ndim == 2:
         array = array[..., None]
     elif array.ndim == 3:
-        first, last = array.shape[0] in (1, 2, 3, 4), array.shape[-1] in (1, 2, 3, 4)
-        if (channels_first and first) or (first and not last):
+        if _channel_axis(tuple(array.shape), name, channel_dim) == 0:
             array = np.moveaxis(array, 0, -1)
-        elif not last:
-            raise ValueError(
-                f"{name} has shape {tuple(array.shape)}: no axis of 1 to 4 channels at the start or the end"
-            )
     else:
         raise ValueError(f"{name} must have 2 (HxW) or 3 (HxWxC or CxHxW) dimensions, got shape {tuple(array.shape)}")
     _check_image_size(int(array.shape[0]), int(array.shape[1]), max_image_pixels, name)
@@ -402,13 +482,36 @@ def _open_image_file(source, name: str, max_image_pixels: int | None) -> PIL.Ima
         with PIL.Image.open(path) as image:
             # The header gives the size: refuse huge images before decoding them.
             _check_image_size(image.height, image.width, max_image_pixels, name)
-            image.load()
+            _decode(image, name)
             rgb = _pil_to_rgb(image, name)
             return rgb.copy() if rgb is image else rgb
     except PIL.Image.DecompressionBombError as error:
-        raise ValueError(f"{name} ({path!r}) is larger than max_image_pixels={max_image_pixels}: {error}") from error
+        # Pillow's own guard, which max_image_pixels (already passed) does not override.
+        raise ValueError(
+            f"{name} ({path!r}) is larger than Pillow opens (PIL.Image.MAX_IMAGE_PIXELS={PIL.Image.MAX_IMAGE_PIXELS}, "
+            f"a guard against decompression bombs): {error}"
+        ) from error
     except PIL.UnidentifiedImageError as error:
         raise ValueError(f"{name}: {path!r} is not an image PIL can read") from error
 
 
-__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "Self1EImageProcessor", "Self1EImageProcessorKwargs"]
+def _decode(image: PIL.Image.Image, name: str) -> None:
+    """Decodes an image PIL opened lazily (a no-op once decoded); a truncated or corrupt file is a ValueError."""
+    try:
+        image.load()
+    except OSError as error:  # the header was fine, the pixel data is not
+        source = getattr(image, "filename", "") or "the image"
+        raise ValueError(f"{name}: {source} cannot be decoded (a truncated or corrupt file?): {error}") from None
+
+
+@contextlib.contextmanager
+def option_type_errors():
+    """transformers checks the types of keyword options with huggingface_hub's strict dataclasses; their error is
+    raised as the `TypeError` it reports, the exception callers catch for a wrong argument type."""
+    try:
+        yield
+    except StrictDataclassError as error:
+        raise TypeError(str(error)) from None
+
+
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "MAX_TILES_LIMIT", "Self1EImageProcessor", "Self1EImageProcessorKwargs"]

@@ -1,13 +1,87 @@
-"""From mask logits on the tile canvas to masks at the original image size."""
+"""From mask logits on the tile canvas to masks at the original image size.
 
-from collections.abc import Sequence
+Post-processing streams: the canvas logits are resized to full size a chunk of masks at a time, and each chunk is
+thresholded, scored and packed to one bit per pixel before the next one is resized. Its working memory is bounded by
+`max_chunk_bytes` (or one mask, if that is larger) whatever the number of masks; what is kept is one bit per pixel of
+every mask ([`PackedMasks`]), plus the full-size float32 probabilities only when they are asked for.
+"""
+
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 BACKGROUND = -1
 MAX_NAMED_PROMPTS = 5
+DEFAULT_MAX_CHUNK_BYTES = 64 * 2**20
+# Working bytes per full-size pixel of each mask in a chunk: its float32 probability, its boolean mask and the float32
+# product of the two that the score sums.
+CHUNK_BYTES_PER_PIXEL = 9
+
+
+class PackedMasks:
+    """Boolean `(num_masks, height, width)` masks kept at one bit per pixel (`numpy.packbits` of each row-major mask).
+
+    Args:
+        bits: `(num_masks, ceil(height * width / 8))` uint8 array of packed pixels.
+        size: `(height, width)` of every mask.
+    """
+
+    def __init__(self, bits: np.ndarray, size: tuple[int, int]):
+        height, width = (int(side) for side in size)
+        expected = math.ceil(height * width / 8)
+        if bits.dtype != np.uint8 or bits.ndim != 2 or bits.shape[1] != expected:
+            raise ValueError(
+                f"bits must be a (num_masks, {expected}) uint8 array for {height}x{width} masks, got "
+                f"{bits.dtype} {bits.shape}"
+            )
+        self.bits = bits
+        self.size = (height, width)
+
+    @classmethod
+    def zeros(cls, num_masks: int, size: tuple[int, int]) -> "PackedMasks":
+        """`num_masks` empty masks, to be filled with [`~PackedMasks.put`]."""
+        return cls(np.zeros((num_masks, math.ceil(size[0] * size[1] / 8)), dtype=np.uint8), size)
+
+    @classmethod
+    def pack(cls, masks: torch.Tensor) -> "PackedMasks":
+        """Packs `(num_masks, height, width)` booleans."""
+        packed = cls.zeros(masks.shape[0], tuple(masks.shape[1:]))
+        packed.put(0, masks)
+        return packed
+
+    def put(self, start: int, masks: torch.Tensor) -> None:
+        """Packs `(n, height, width)` booleans into masks `start` to `start + n`."""
+        if masks.dtype != torch.bool or tuple(masks.shape[1:]) != self.size:
+            raise ValueError(f"expected (n, {self.size[0]}, {self.size[1]}) booleans, got {masks.dtype} {masks.shape}")
+        pixels = masks.detach().cpu().reshape(masks.shape[0], -1).numpy()
+        self.bits[start : start + masks.shape[0]] = np.packbits(pixels, axis=1)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), *self.size))
+
+    def __len__(self) -> int:
+        return self.bits.shape[0]
+
+    def __repr__(self) -> str:
+        return f"PackedMasks(num_masks={len(self)}, size={self.size})"
+
+    def mask(self, index: int) -> torch.BoolTensor:
+        """Mask `index` alone as `(height, width)` booleans, without unpacking the others."""
+        return self._unpack(self.bits[index][None])[0]
+
+    def unpack(self) -> torch.BoolTensor:
+        """All masks as `(num_masks, height, width)` booleans (8 times the packed size)."""
+        return self._unpack(self.bits)
+
+    def _unpack(self, bits: np.ndarray) -> torch.BoolTensor:
+        pixels = np.unpackbits(bits, axis=1, count=self.size[0] * self.size[1])
+        return torch.from_numpy(pixels.view(np.bool_).reshape(-1, *self.size))
 
 
 @dataclass
@@ -15,16 +89,24 @@ class MaskPrediction:
     """Masks of one image, at its original size.
 
     Attributes:
-        masks: `(num_masks, height, width)` booleans.
+        packed_masks: the masks at one bit per pixel; `masks` unpacks them all, `packed_masks.mask(index)` one.
         scores: `(num_masks,)` mean probability inside each mask (0 for an empty mask).
-        no_target: `(num_masks,)` True where no pixel reached the threshold (nothing matches the prompt).
+        no_target: `(num_masks,)` True where the mask is empty (nothing matches the prompt).
         probabilities: `(num_masks, height, width)` sigmoid probabilities, when requested.
+        label_map: from [`logits_to_semantic_prediction`], `(height, width)` index of each pixel's class, `BACKGROUND`
+            (-1) where no class passes the threshold.
     """
 
-    masks: torch.BoolTensor
+    packed_masks: PackedMasks
     scores: torch.FloatTensor
     no_target: torch.BoolTensor
     probabilities: torch.FloatTensor | None = None
+    label_map: torch.LongTensor | None = None
+
+    @cached_property
+    def masks(self) -> torch.BoolTensor:
+        """`(num_masks, height, width)` booleans, unpacked on first access (one byte per pixel of every mask)."""
+        return self.packed_masks.unpack()
 
 
 def resize_mask_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.FloatTensor:
@@ -33,8 +115,7 @@ def resize_mask_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Flo
     The tile canvas covers the whole image (InternVL tiling resizes the image onto the grid without padding), so
     undoing the tiling is a resize to the original height and width.
     """
-    if logits.ndim != 3:
-        raise ValueError(f"mask logits must be (num_masks, height, width), got shape {tuple(logits.shape)}")
+    _check_logits_shape(logits)
     if logits.shape[0] == 0:
         return logits.new_zeros((0, *size), dtype=torch.float32)
     return F.interpolate(logits[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
@@ -69,47 +150,150 @@ def logits_to_prediction(
     threshold: float = 0.5,
     return_probabilities: bool = False,
     prompts: Sequence[str] | None = None,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
 ) -> MaskPrediction:
-    """Masks at `size` where `sigmoid(logits) > threshold` (0.5 is the reference's `logits > 0`).
+    """Masks at `size` where `sigmoid(logits) > threshold` (0.5 is the reference's `logits > 0`), each scored by its
+    mean probability.
+
+    The masks are resized, thresholded and scored a chunk at a time, so working memory stays within
+    `max_chunk_bytes` (or one mask's 9 bytes per pixel, if that is more) whatever their number. Only
+    `return_probabilities=True` is not bounded: it keeps 4 bytes per pixel of every mask.
 
     Raises:
         ValueError: the logits hold NaN or infinity (see `check_finite_mask_logits`; `prompts` name the masks).
     """
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be a probability strictly between 0 and 1, got {threshold}")
-    resized = resize_mask_logits(logits, size)
-    check_finite_mask_logits(logits, prompts)
-    probabilities = resized.sigmoid()
-    masks = probabilities > threshold
-    areas = masks.flatten(1).sum(-1)
-    inside = (probabilities * masks).flatten(1).sum(-1)
-    scores = torch.where(areas > 0, inside / areas.clamp_min(1), torch.zeros_like(inside))
-    return MaskPrediction(masks, scores, areas == 0, probabilities if return_probabilities else None)
+    _check_inputs(logits, threshold, prompts)
+    num_masks = logits.shape[0]
+    packed_masks = PackedMasks.zeros(num_masks, size)
+    areas = torch.zeros(num_masks, dtype=torch.long, device=logits.device)
+    inside = torch.zeros(num_masks, device=logits.device)
+    probabilities = logits.new_empty((num_masks, *size), dtype=torch.float32) if return_probabilities else None
+    for rows, chunk in _probability_chunks(logits, size, max_chunk_bytes):
+        if probabilities is not None:
+            probabilities[rows] = chunk
+        masks = chunk > threshold
+        packed_masks.put(rows.start, masks)
+        areas[rows], inside[rows] = _areas_and_sums(masks, chunk)
+    return MaskPrediction(packed_masks, inside / areas.clamp_min(1), areas == 0, probabilities)
 
 
 def label_map_from_logits(
-    logits: torch.Tensor, size: tuple[int, int], threshold: float = 0.5, prompts: Sequence[str] | None = None
+    logits: torch.Tensor,
+    size: tuple[int, int],
+    threshold: float = 0.5,
+    prompts: Sequence[str] | None = None,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
 ) -> torch.LongTensor:
     """Open-vocabulary semantic map: each pixel takes the class (index into the `num_classes` logits) with the
     highest logit, or `BACKGROUND` (-1) where even that class is below `threshold`.
 
+    The classes are resized a chunk at a time (see [`logits_to_prediction`]); besides a chunk, the running and the
+    chunk's best probability and class take about 25 bytes per pixel.
+
     Raises:
         ValueError: the logits hold NaN or infinity (see `check_finite_mask_logits`; `prompts` name the classes).
     """
-    resized = resize_mask_logits(logits, size)
+    _check_inputs(logits, threshold, prompts)
+    return _best_class(logits, size, threshold, max_chunk_bytes)[0]
+
+
+def logits_to_semantic_prediction(
+    logits: torch.Tensor,
+    size: tuple[int, int],
+    threshold: float = 0.5,
+    return_probabilities: bool = False,
+    prompts: Sequence[str] | None = None,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+) -> MaskPrediction:
+    """The label map of [`label_map_from_logits`] with every class's mask (`label_map == k`) and score (the class's
+    mean probability over its mask). Memory is bounded as there; `return_probabilities=True` is not.
+
+    Raises:
+        ValueError: the logits hold NaN or infinity (see `check_finite_mask_logits`; `prompts` name the classes).
+    """
+    _check_inputs(logits, threshold, prompts)
+    num_classes = logits.shape[0]
+    probabilities = logits.new_empty((num_classes, *size), dtype=torch.float32) if return_probabilities else None
+    label_map, best = _best_class(logits, size, threshold, max_chunk_bytes, probabilities)
+    packed_masks = PackedMasks.zeros(num_classes, size)
+    areas = torch.zeros(num_classes, dtype=torch.long, device=logits.device)
+    inside = torch.zeros(num_classes, device=logits.device)
+    step = _masks_per_chunk(size, max_chunk_bytes)
+    for start in range(0, num_classes, step):
+        rows = slice(start, min(start + step, num_classes))
+        masks = label_map == torch.arange(rows.start, rows.stop, device=label_map.device)[:, None, None]
+        packed_masks.put(start, masks)
+        # Where `label_map == k`, `best` is class k's probability.
+        areas[rows], inside[rows] = _areas_and_sums(masks, best)
+    return MaskPrediction(packed_masks, inside / areas.clamp_min(1), areas == 0, probabilities, label_map)
+
+
+def _check_logits_shape(logits: torch.Tensor) -> None:
+    if logits.ndim != 3:
+        raise ValueError(f"mask logits must be (num_masks, height, width), got shape {tuple(logits.shape)}")
+
+
+def _check_inputs(logits: torch.Tensor, threshold: float, prompts: Sequence[str] | None) -> None:
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be a probability strictly between 0 and 1, got {threshold}")
+    _check_logits_shape(logits)
+    # On the canvas, before any resizing: cheap, and every broken prompt is named at once.
     check_finite_mask_logits(logits, prompts)
-    probabilities = resized.sigmoid()
-    if probabilities.shape[0] == 0:
-        return torch.full(size, BACKGROUND, dtype=torch.long)
-    best, labels = probabilities.max(dim=0)
-    return torch.where(best > threshold, labels, torch.full_like(labels, BACKGROUND))
+
+
+def _masks_per_chunk(size: tuple[int, int], max_chunk_bytes: int) -> int:
+    if max_chunk_bytes < 1:
+        raise ValueError(f"max_chunk_bytes must be positive, got {max_chunk_bytes}")
+    return max(1, max_chunk_bytes // max(1, CHUNK_BYTES_PER_PIXEL * size[0] * size[1]))
+
+
+def _probability_chunks(
+    logits: torch.Tensor, size: tuple[int, int], max_chunk_bytes: int
+) -> Iterator[tuple[slice, torch.FloatTensor]]:
+    """The rows and full-size probabilities of consecutive chunks of masks, one chunk alive at a time."""
+    step = _masks_per_chunk(size, max_chunk_bytes)
+    for start in range(0, logits.shape[0], step):
+        chunk = logits[start : start + step]
+        yield slice(start, start + chunk.shape[0]), resize_mask_logits(chunk, size).sigmoid_()
+
+
+def _areas_and_sums(
+    masks: torch.BoolTensor, probabilities: torch.FloatTensor
+) -> tuple[torch.LongTensor, torch.FloatTensor]:
+    """The pixels inside each mask, and the sum of `probabilities` over them."""
+    return masks.flatten(1).count_nonzero(-1), (probabilities * masks).flatten(1).sum(-1)
+
+
+def _best_class(
+    logits: torch.Tensor,
+    size: tuple[int, int],
+    threshold: float,
+    max_chunk_bytes: int,
+    probabilities: torch.FloatTensor | None = None,
+) -> tuple[torch.LongTensor, torch.FloatTensor]:
+    """Label map and each pixel's highest probability, by a running max over chunks of classes; fills
+    `probabilities` (`(num_classes, *size)`) on the way when given."""
+    best = torch.zeros(size, device=logits.device)
+    labels = torch.full(size, BACKGROUND, dtype=torch.long, device=logits.device)
+    for rows, chunk in _probability_chunks(logits, size, max_chunk_bytes):
+        if probabilities is not None:
+            probabilities[rows] = chunk
+        chunk_best, chunk_labels = chunk.max(dim=0)
+        # Strictly greater (and `max` picks the first of equals), so ties go to the lowest class index, as one `max`
+        # over all classes would give; a probability of exactly 0 only ever ends up as background.
+        is_better = chunk_best > best
+        torch.where(is_better, chunk_best, best, out=best)
+        torch.where(is_better, chunk_labels.add_(rows.start), labels, out=labels)
+    return labels.masked_fill_(best <= threshold, BACKGROUND), best
 
 
 __all__ = [
     "BACKGROUND",
     "MaskPrediction",
+    "PackedMasks",
     "check_finite_mask_logits",
     "label_map_from_logits",
     "logits_to_prediction",
+    "logits_to_semantic_prediction",
     "resize_mask_logits",
 ]
