@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: model sizes, a peak-memory probe, interleaved timing and table printing."""
+"""Shared pieces of the benchmarks: model sizes, random inputs, a peak-memory probe, interleaved timing and table
+printing."""
 
 import argparse
 import ctypes
@@ -8,6 +9,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+import PIL.Image
 import torch
 
 from transformers_self1e import Self1EConfig, Self1EForSegmentation, Self1EProcessor
@@ -94,6 +97,11 @@ def resolve_dtype(args: argparse.Namespace) -> torch.dtype:
     if args.dtype:
         return getattr(torch, args.dtype)
     return torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+
+
+def random_image(height: int, width: int, rng: np.random.Generator) -> PIL.Image.Image:
+    """An RGB image of uniformly random pixels drawn from `rng`."""
+    return PIL.Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
 class PeakMemory:
@@ -189,6 +197,31 @@ def table(columns: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def ratio(value: float, baseline: float) -> str:
+    """`value` as a multiple of `baseline`, e.g. `1.21x`."""
+    return f"{value / baseline:.2f}x"
+
+
+def comparison_rows(
+    label: str, results: dict[str, dict[str, float]], baseline: str, speed: Callable[[dict[str, float]], str]
+) -> list[list[str]]:
+    """Table rows of [`interleaved`]'s `results`, one per candidate: `label`, the candidate's name, `speed(result)`,
+    its time as a multiple of the `baseline` candidate's, its peak memory, and that as a multiple of the baseline's."""
+    base = results[baseline]
+    return [
+        [
+            label,
+            name,
+            speed(result),
+            ratio(result["seconds"], base["seconds"]),
+            megabytes(result["peak_bytes"]),
+            # A call may add no memory at all on top of the weights: at least one byte, not a division by zero.
+            ratio(result["peak_bytes"], max(base["peak_bytes"], 1)),
+        ]
+        for name, result in results.items()
+    ]
 
 
 def megabytes(value: float) -> str:

@@ -1,5 +1,6 @@
 """Open-vocabulary segmentation of one image with K class prompts: one batched `segment(classes=...)` (the vision
-tower runs once, prompts go through the language model together) against K separate `segment()` calls.
+tower and the image-only half of the mask head run once, prompts go through the language model together) against K
+separate `segment()` calls.
 
     python benchmarks/open_vocabulary.py [--device cuda] [--config tiny] [--classes 1 8 32 150] [--separate-up-to 32]
 

@@ -8,17 +8,19 @@ additive attention masks materialised per head, eager attention.
 import copy
 
 import numpy as np
-import PIL.Image
 import torch
 from common import (
     build_model_and_processor,
+    comparison_rows,
     header,
     interleaved,
-    megabytes,
     parse_common_arguments,
+    random_image,
     resolve_dtype,
     table,
 )
+
+FLOOR = "InternVLModel forward (floor)"
 
 
 def straightforward_segment(model, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> list[torch.Tensor]:
@@ -49,9 +51,10 @@ def straightforward_segment(model, input_ids: torch.Tensor, pixel_values: torch.
 
         head = model.seg_head
         llm = hidden[0, is_image].reshape(1, side, side, -1)
-        image_embeddings, _ = head.embed_image(
+        image_hidden, _ = head.image_hidden_states(
             llm, projected.reshape(1, side, side, -1), high_res.reshape(1, 2 * side, 2 * side, -1)
         )
+        image_embeddings = head.output_mlp.fc2(image_hidden)
         seg_position = int(is_seg.nonzero()[0]) - 1
         seg = head.embed_seg(hidden[0, seg_position])
         masks.append(torch.einsum("hwd,d->hw", image_embeddings[0], seg) * head.scale)
@@ -70,9 +73,7 @@ def main() -> None:
     for batch_size in (1, 4):
         rng = np.random.default_rng(batch_size)
         size = model.config.tile_size
-        images = [
-            PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(batch_size)
-        ]
+        images = [random_image(size, size, rng) for _ in range(batch_size)]
         prompts = ["the red circle on the left"] * batch_size
         inputs = processor.prepare_segmentation_inputs(images, prompts)
         input_ids = inputs["input_ids"].to(args.device)
@@ -91,22 +92,9 @@ def main() -> None:
                 straightforward_segment(eager, input_ids, pixel_values)
 
         results = interleaved(
-            {"InternVLModel forward (floor)": floor, "segment()": ours, "straightforward": straightforward},
-            args.repeats,
-            args.device,
+            {FLOOR: floor, "segment()": ours, "straightforward": straightforward}, args.repeats, args.device
         )
-        floor_result = results["InternVLModel forward (floor)"]
-        for name, result in results.items():
-            rows.append(
-                [
-                    str(batch_size),
-                    name,
-                    f"{result['seconds'] * 1000:.0f} ms",
-                    f"{result['seconds'] / floor_result['seconds']:.2f}x",
-                    megabytes(result["peak_bytes"]),
-                    f"{result['peak_bytes'] / max(floor_result['peak_bytes'], 1):.2f}x",
-                ]
-            )
+        rows += comparison_rows(str(batch_size), results, FLOOR, lambda result: f"{result['seconds'] * 1000:.0f} ms")
     print(table(["batch", "implementation", "time", "vs floor", "peak memory", "vs floor"], rows))
 
 

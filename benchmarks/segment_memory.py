@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from common import CONFIGS, build_model_and_processor, megabytes, table
+from common import CONFIGS, build_model_and_processor, megabytes, random_image, table
 
 from transformers_self1e import Self1EForSegmentation, Self1EProcessor
 from transformers_self1e.modeling.mask_postprocessing import DEFAULT_MAX_CHUNK_BYTES
@@ -58,18 +58,14 @@ def load_segment(args: argparse.Namespace) -> Callable[[PIL.Image.Image, list[st
     return predictor.segment
 
 
-def synthetic_image(side: int) -> PIL.Image.Image:
-    return PIL.Image.fromarray(np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8))
-
-
 def prompt_names(count: int) -> list[str]:
     return [f"the red circle number {index}" for index in range(count)]
 
 
 def measure(segment: Callable[[PIL.Image.Image, list[str]], object], side: int, num_prompts: int) -> dict:
     """Runs `segment` once on a small image, then measures it on a `side`-px one with `num_prompts` prompts."""
-    segment(synthetic_image(64), prompt_names(1))
-    image = synthetic_image(side)
+    segment(random_image(64, 64, np.random.default_rng(64)), prompt_names(1))
+    image = random_image(side, side, np.random.default_rng(side))
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")  # resets VmHWM to the current resident size
     before = _status_bytes("VmRSS:")

@@ -22,13 +22,13 @@ def main() -> None:
     attention_mask = inputs["attention_mask"].to(args.device)
     pixel_values = inputs["pixel_values"].to(args.device, dtype)
     with torch.inference_mode():
-        features = model.get_image_features(pixel_values)
+        features = model.get_segmentation_image_features(pixel_values)
         parts = {
             "plain InternVLModel forward (floor)": lambda: model.model(
                 input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values
             ),
             "InternVL vision tower + projector": lambda: model.model.get_image_features(pixel_values=pixel_values),
-            "vision features incl. replicated projector": lambda: model.get_image_features(pixel_values),
+            "vision features incl. replicated projector": lambda: model.get_segmentation_image_features(pixel_values),
             "language model + segmentation head": lambda: model(
                 input_ids=input_ids, attention_mask=attention_mask, image_features=features, logits_to_keep=1
             ),

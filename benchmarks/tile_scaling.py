@@ -4,13 +4,14 @@ python benchmarks/tile_scaling.py [--device cuda] [--config tiny] [--tiles 1 4 6
 """
 
 import numpy as np
-import PIL.Image
 from common import (
     build_model_and_processor,
     header,
     interleaved,
     megabytes,
     parse_common_arguments,
+    random_image,
+    ratio,
     resolve_dtype,
     table,
 )
@@ -30,8 +31,7 @@ def main() -> None:
     candidates, shapes = {}, {}
     for tiles in args.tiles:
         rows, cols = GRIDS[tiles]
-        pixels = np.random.default_rng(tiles).integers(0, 256, (rows * size, cols * size, 3), dtype=np.uint8)
-        image = PIL.Image.fromarray(pixels)
+        image = random_image(rows * size, cols * size, np.random.default_rng(tiles))
         shapes[tiles] = (rows, cols)
         candidates[tiles] = lambda image=image, tiles=tiles: model.segment(
             image, "the red circle", processor=processor, min_tiles=tiles, max_tiles=tiles
@@ -44,7 +44,7 @@ def main() -> None:
             f"{shapes[tiles][0]}x{shapes[tiles][1]}",
             str(tiles * model.config.image_tokens_per_tile),
             f"{result['seconds'] * 1000:.0f} ms",
-            f"{result['seconds'] / base:.2f}x",
+            ratio(result["seconds"], base),
             megabytes(result["peak_bytes"]),
         ]
         for tiles, result in results.items()

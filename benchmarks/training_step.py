@@ -5,14 +5,14 @@ the same batch as a text-only step ([SEG] replaced by an ordinary token: no mask
 """
 
 import numpy as np
-import PIL.Image
 import torch
 from common import (
     build_model_and_processor,
+    comparison_rows,
     header,
     interleaved,
-    megabytes,
     parse_common_arguments,
+    random_image,
     resolve_dtype,
     table,
 )
@@ -37,9 +37,7 @@ def main() -> None:
     rows = []
     for batch_size in args.batch_sizes:
         rng = np.random.default_rng(batch_size)
-        images = [
-            PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(batch_size)
-        ]
+        images = [random_image(size, size, rng) for _ in range(batch_size)]
         inputs = processor.prepare_segmentation_inputs(images, ["the red circle"] * batch_size)
         input_ids = inputs["input_ids"].to(args.device)
         attention_mask = inputs["attention_mask"].to(args.device)
@@ -68,18 +66,9 @@ def main() -> None:
             args.repeats,
             args.device,
         )
-        text_only = results["text only"]
-        for name, result in results.items():
-            rows.append(
-                [
-                    str(batch_size),
-                    name,
-                    f"{batch_size / result['seconds']:.2f}",
-                    f"{result['seconds'] / text_only['seconds']:.2f}x",
-                    megabytes(result["peak_bytes"]),
-                    f"{result['peak_bytes'] / max(text_only['peak_bytes'], 1):.2f}x",
-                ]
-            )
+        rows += comparison_rows(
+            str(batch_size), results, "text only", lambda result: f"{batch_size / result['seconds']:.2f}"
+        )
     print(table(["batch", "step", "samples/s", "time vs text only", "peak memory", "vs text only"], rows))
 
 

@@ -184,13 +184,13 @@ def main(argv: list[str] | None = None) -> None:
         report_to=args.report_to,
         seed=args.seed,
     )
-    image_kwargs = {} if args.max_tiles is None else {"max_tiles": args.max_tiles}
+    images_kwargs = {} if args.max_tiles is None else {"max_tiles": args.max_tiles}
     trainer = Self1ETrainer(
         model=model,
         args=training_args,
         train_dataset=dataset,
         data_collator=Self1EDataCollator.from_model_config(
-            processor, model.config, max_length=args.max_length, image_kwargs=image_kwargs
+            processor, model.config, max_length=args.max_length, images_kwargs=images_kwargs
         ),
     )
     trainer.train(resume_from_checkpoint=True if args.resume else None)

@@ -15,15 +15,13 @@ freshly drawn data, e.g. with more expressions per image or more no-target expre
 `--grow-text-depth N` its language model is first deepened to N layers, the new ones starting as the identity.
 `--grid-position-code` adds a 2-D sine-cosine code of the patch grid to the ViT's learnt absolute position embeddings
 (zeros in a new model), so that a patch's column is as readable as its row, which the LLM's raster order already gives.
+Both are `transformers_self1e.training.model_growth`.
 """
 
 import argparse
-import copy
-import math
 import random
 from pathlib import Path
 
-import torch
 from datasets import load_from_disk
 from transformers import TrainingArguments, set_seed
 
@@ -33,7 +31,12 @@ from transformers_self1e.evaluation.evaluate import evaluate_referring, write_re
 from transformers_self1e.modeling.configuration_self1e import IMAGE_FEATURE_PATHS, SEGMENTATION_ATTENTIONS
 from transformers_self1e.modeling.prompts_self1e import build_segmentation_conversation
 from transformers_self1e.presets import tiny_config
-from transformers_self1e.training import Self1EDataCollator, Self1ETrainer
+from transformers_self1e.training import (
+    Self1EDataCollator,
+    Self1ETrainer,
+    add_grid_position_code,
+    deepen_language_model,
+)
 from transformers_self1e.training.small_tokenizer import train_small_tokenizer
 
 TOKENIZER_SCENES = 20000
@@ -187,60 +190,6 @@ def build_model(processor: Self1EProcessor, args: argparse.Namespace) -> Self1EF
     )
     processor.check_model_config(config)
     return Self1EForSegmentation(config)
-
-
-def deepen_language_model(model: Self1EForSegmentation, num_layers: int) -> Self1EForSegmentation:
-    """`model` with its language model grown to `num_layers` decoder layers. The new layers are appended after the
-    trained ones with their attention output and MLP down projections zeroed, so each adds nothing to the residual
-    stream: the grown model computes exactly what `model` did, and training starts from there."""
-    text_config = model.config.text_config
-    old_layers = text_config.num_hidden_layers
-    if num_layers <= old_layers:
-        raise ValueError(f"--grow-text-depth must exceed the model's {old_layers} layers, got {num_layers}")
-    config = copy.deepcopy(model.config)
-    config.text_config.num_hidden_layers = num_layers
-    config.text_config.layer_types = [text_config.layer_types[0]] * num_layers
-    grown = Self1EForSegmentation(config)
-    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
-    new_layers = grown.model.language_model.layers[old_layers:]
-    new_names = {
-        f"model.language_model.layers.{old_layers + i}.{name}"
-        for i, layer in enumerate(new_layers)
-        for name, _ in layer.named_parameters()
-    }
-    if unexpected or set(missing) != new_names:
-        raise ValueError(f"growing the language model left weights unmatched: {sorted(set(missing) ^ new_names)}")
-    with torch.no_grad():
-        for layer in new_layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-    return grown
-
-
-def grid_position_code(side: int, width: int) -> torch.Tensor:
-    """`(side * side, width)` sine-cosine code of a `side` x `side` grid in raster order: the first half of the
-    channels encode the row, the second half the column, each at `width / 4` geometric frequencies."""
-    if width % 4:
-        raise ValueError(f"the grid position code needs a width divisible by 4, got {width}")
-    frequencies = 1.0 / 100.0 ** (torch.arange(width // 4) / (width // 4))
-    angles = torch.arange(side)[:, None] * frequencies  # (side, width / 4)
-    per_axis = torch.cat([angles.sin(), angles.cos()], dim=-1)  # (side, width / 2)
-    rows = per_axis[:, None].expand(side, side, -1)
-    columns = per_axis[None, :].expand(side, side, -1)
-    return torch.cat([rows, columns], dim=-1).reshape(side * side, width)
-
-
-def add_grid_position_code(model: Self1EForSegmentation) -> None:
-    """Adds `grid_position_code` to the patch part of the ViT's absolute position embeddings, in place, at the mean
-    norm those embeddings already have (1 for zeros), so a trained model keeps most of what it learnt."""
-    embeddings = model.model.vision_tower.embeddings.position_embeddings
-    if embeddings is None:
-        raise ValueError("--grid-position-code needs a ViT with absolute position embeddings")
-    with torch.no_grad():
-        patches = embeddings[0, 1:]
-        code = grid_position_code(math.isqrt(patches.shape[0]), patches.shape[1])
-        norm = patches.norm(dim=-1).mean().item() or 1.0
-        patches += code * (norm / code.norm(dim=-1, keepdim=True))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -14,13 +14,14 @@ from transformers.utils.hub import convert_file_size_to_int
 
 from transformers_self1e.model_folder import check_model_folder, is_local_path
 from transformers_self1e.modeling import Self1EConfig, Self1EForSegmentation, Self1EProcessor
+from transformers_self1e.modeling.prompts_self1e import CHAT_CONTROL_TOKENS
 from transformers_self1e.output_files import check_output_folder
 
 from .folder_check import FolderCheckError, static_problems
-from .hub_layout import PIPELINE_TASK, code_files, config_auto_map, custom_pipelines
+from .hub_layout import code_files, config_auto_map
 from .model_card import Result, build_model_card, infer_base_model, load_results
 
-CHAT_END_TOKEN = "<|im_end|>"
+CHAT_END_TOKEN = CHAT_CONTROL_TOKENS[1]
 
 
 def load_processor(source: str | Path, config: Self1EConfig) -> Self1EProcessor:
@@ -134,7 +135,6 @@ def export_hub_folder(
             base_model=base_model or infer_base_model(model.config),
             datasets=datasets,
             results=results or (),
-            has_pipeline=PIPELINE_TASK in custom_pipelines(),
         )
         card.save(staging / "README.md")
         problems = static_problems(staging)
@@ -263,9 +263,6 @@ def _write_folder(
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text())
     config["auto_map"] = {**config.get("auto_map", {}), **config_auto_map()}
-    pipelines = custom_pipelines()
-    if pipelines:
-        config["custom_pipelines"] = pipelines
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 

@@ -25,7 +25,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 from safetensors import SafetensorError, safe_open
 
-from .hub_layout import IGNORE_PATTERNS, WEIGHTS_FILE, WEIGHTS_INDEX, code_files, config_auto_map
+from .hub_layout import IGNORE_PATTERNS, PIPELINE_TASK, WEIGHTS_FILE, WEIGHTS_INDEX, code_files, config_auto_map
 
 REQUIRED_FILES = (
     "config.json",
@@ -36,7 +36,7 @@ REQUIRED_FILES = (
     "chat_template.jinja",
     "README.md",
 )
-CARD_METADATA = {"library_name": "transformers", "pipeline_tag": "image-segmentation"}
+CARD_METADATA = {"library_name": "transformers", "pipeline_tag": PIPELINE_TASK}
 LOAD_CHECK_SCRIPT = Path(__file__).with_name("load_check.py")
 FULL_LOAD_LIMIT = 2**30
 """Folders with at most this many bytes of weights are loaded fully by the load check and run a forward pass; larger

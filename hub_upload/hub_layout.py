@@ -1,4 +1,5 @@
-"""What a SELF1E Hub folder holds: the remote-code files, the auto classes they provide, the custom pipeline."""
+"""What a SELF1E Hub folder holds: the remote-code files and the auto classes they provide. The custom pipeline is
+the config's own (`Self1EConfig.custom_pipelines`, saved in `config.json` with it)."""
 
 from pathlib import Path
 
@@ -6,9 +7,8 @@ from transformers_self1e import modeling
 
 # `modeling/` is exactly what is uploaded as remote code; the package installs it as `transformers_self1e.modeling`.
 MODELING_DIR = Path(modeling.__file__).resolve().parent
+# The Hub's task of the model card and the task the config's custom pipeline serves.
 PIPELINE_TASK = "image-segmentation"
-PIPELINE_FILE = "pipeline_self1e.py"
-PIPELINE_CLASS = "Self1EImageSegmentationPipeline"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 # Never uploaded, besides huggingface_hub's own defaults (`.git`, `.cache/huggingface`).
@@ -32,19 +32,4 @@ def config_auto_map() -> dict[str, str]:
         "AutoModel": class_reference(modeling.Self1EForSegmentation),
         "AutoProcessor": class_reference(modeling.Self1EProcessor),
         "AutoImageProcessor": class_reference(modeling.Self1EImageProcessor),
-    }
-
-
-def custom_pipelines() -> dict[str, dict]:
-    """`custom_pipelines` of `config.json`, in the format of transformers' `Pipeline.save_pretrained` for a pipeline
-    registered with `PIPELINE_REGISTRY.register_pipeline`; empty while `modeling/` has no pipeline file."""
-    if not (MODELING_DIR / PIPELINE_FILE).is_file():
-        return {}
-    return {
-        PIPELINE_TASK: {
-            "impl": f"{Path(PIPELINE_FILE).stem}.{PIPELINE_CLASS}",
-            "pt": ["AutoModel"],
-            "tf": [],
-            "type": "multimodal",
-        }
     }

@@ -5,24 +5,18 @@ which imports `transformers_self1e`, stays out of it):
 
     python hub_upload/load_check.py FOLDER (--full | --meta)
 
-`transformers_self1e` is made unimportable first: the folder's remote code must be enough. With `--meta` the model
-is built on the meta device and its parameter names and shapes are compared with the safetensors headers (which hold
-the module names, as `export` writes them); no forward pass is possible there. `--full` loads the weights and runs one
-forward pass on a small synthetic image with a `[SEG]` prompt, whose logits and mask logits must be finite.
+`transformers_self1e` is made unimportable first (`package_blocker.py`): the folder's remote code must be enough.
+With `--meta` the model is built on the meta device and its parameter names and shapes are compared with the
+safetensors headers (which hold the module names, as `export` writes them); no forward pass is possible there.
+`--full` loads the weights and runs one forward pass on a small synthetic image with a `[SEG]` prompt, whose logits
+and mask logits must be finite.
 """
 
-import sys
+# A sibling module (this file runs as a script, its folder first on `sys.path`), imported first: nothing below may
+# import `transformers_self1e`.
+from package_blocker import block_package
 
-
-class BlockTransformersSelf1E:
-    """Import finder under which `transformers_self1e` cannot be imported."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "transformers_self1e":
-            raise ImportError(f"{name} is blocked: a Hub folder must load without the transformers_self1e package")
-
-
-sys.meta_path.insert(0, BlockTransformersSelf1E())
+block_package()
 
 import argparse
 import json

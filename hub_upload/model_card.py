@@ -16,6 +16,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers_self1e.modeling import Self1EConfig
 from transformers_self1e.presets import internvl3_1b_config, internvl3_2b_config, internvl3_8b_config
 
+from .hub_layout import PIPELINE_TASK
+
 TEMPLATE = Path(__file__).with_name("model_card_template.md")
 TAGS = ["self1e", "internvl3", "referring-segmentation", "reasoning-segmentation", "custom_code", "arxiv:2603.19026"]
 BASE_MODELS = {
@@ -104,10 +106,10 @@ def build_model_card(
     base_model: str | None = None,
     datasets: Sequence[str] = (),
     results: Sequence[Result] = (),
-    has_pipeline: bool = True,
 ) -> ModelCard:
     """The card of a SELF1E model: metadata (license, library, pipeline tag, base model, tags, datasets,
-    `model-index` from `results`), usage of `model.segment` and of the pipeline, details, evaluation table."""
+    `model-index` from `results`), usage of `model.segment` and, where the config offers it (`custom_pipelines`), of
+    the pipeline, details, evaluation table."""
     model_name = repo_id.rsplit("/", 1)[-1]
     dataset_ids = list(dict.fromkeys([*datasets, *(result.dataset_id for result in results if result.dataset_id)]))
     eval_results = [
@@ -125,7 +127,7 @@ def build_model_card(
     card_data = ModelCardData(
         license=license,
         library_name="transformers",
-        pipeline_tag="image-segmentation",
+        pipeline_tag=PIPELINE_TASK,
         base_model=base_model,
         tags=list(TAGS),
         datasets=dataset_ids or None,
@@ -139,7 +141,7 @@ def build_model_card(
         model_name=model_name,
         repo_id=repo_id,
         base_model=base_model,
-        has_pipeline=has_pipeline,
+        has_pipeline=PIPELINE_TASK in (getattr(config, "custom_pipelines", None) or {}),
         transformers_requirement=f">= {transformers.__version__}",
         tile_size=config.tile_size,
         vision_layers=vision.num_hidden_layers,

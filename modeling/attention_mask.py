@@ -16,11 +16,24 @@ MaskFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 def segmentation_mask_function(
     input_ids: torch.LongTensor, image_token_id: int, seg_token_id: int, variant: str
 ) -> MaskFunction | None:
-    """What samples containing `[SEG]` may see beyond the causal mask; `None` when nothing (the causal variant).
+    """What samples containing `[SEG]` may see beyond the causal mask (paper Sec. 3.5).
 
-    Variants (paper Table 7): `"bidirectional_image"` lets image tokens see each other; `"bidirectional_image_with_seg"`
-    also lets image tokens see the `[SEG]` tokens; `"bidirectional"` lets every token see every other token. Samples
-    without `[SEG]` keep the plain causal mask in every variant, so VQA is unaffected.
+    Samples without `[SEG]` keep the plain causal mask in every variant, so VQA is unaffected.
+
+    Args:
+        input_ids (`torch.LongTensor` of shape `(batch_size, length)`):
+            The tokens, where the image and `[SEG]` tokens are found.
+        image_token_id (`int`):
+            Id of the image tokens.
+        seg_token_id (`int`):
+            Id of the `[SEG]` token.
+        variant (`str`):
+            Paper Table 7: `"causal"` (nothing more), `"bidirectional_image"` (image tokens see each other),
+            `"bidirectional_image_with_seg"` (and the `[SEG]` tokens) or `"bidirectional"` (every token sees every
+            token).
+
+    Returns:
+        The mask function to OR onto the causal mask, `None` for `"causal"`.
     """
     if variant == "causal":
         return None
@@ -53,7 +66,12 @@ def segmentation_mask_function(
 
 
 def prepared_mask_function(mask_4d: torch.Tensor) -> MaskFunction:
-    """Wraps a prepared `(batch, 1, q, kv)` mask (boolean, or additive float with 0 = attend) as a mask function."""
+    """Wraps a prepared mask as a mask function.
+
+    Args:
+        mask_4d (`torch.Tensor` of shape `(batch_size, 1, query_length, key_length)`):
+            Boolean (True = may attend), or additive float (0 = may attend, the dtype's minimum = may not).
+    """
     if mask_4d.dtype != torch.bool:
         mask_4d = mask_4d > torch.finfo(mask_4d.dtype).min / 2
     allowed = mask_4d[:, 0]
@@ -71,9 +89,18 @@ def build_segmentation_attention_mask(
     seg_token_id: int,
     variant: str = "bidirectional_image_with_seg",
 ) -> torch.BoolTensor:
-    """The full `(batch, 1, length, length)` boolean mask (True = may attend) of a batch, e.g. for a data collator.
+    """The full segmentation attention mask of a batch, e.g. for a data collator.
 
-    Padding keys (`attention_mask == 0`) are never attended.
+    Args:
+        input_ids (`torch.LongTensor` of shape `(batch_size, length)`):
+            The tokens.
+        attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
+            Padding mask (1 = real token); padding keys are never attended.
+        image_token_id (`int`), seg_token_id (`int`), variant (`str`):
+            As in [`segmentation_mask_function`].
+
+    Returns:
+        `torch.BoolTensor` of shape `(batch_size, 1, length, length)`, True where a query may attend to a key.
     """
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")

@@ -1,29 +1,19 @@
-"""`Self1EPredictor`: images and sentences in, masks at each image's own size out. It hides the processor, runs the
+"""`Self1EPredictor`: images and sentences in, masks at each image's own size out. It owns the processor, runs the
 vision tower once per image however many prompts ask about it, and batches the prompts through the language model."""
 
-import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers.utils import logging
+from transformers import PreTrainedModel
+from transformers.image_processing_utils import BatchFeature
+from transformers.utils import TRANSFORMERS_DYNAMIC_MODULE_NAME, logging
 
-from .mask_postprocessing import (
-    DEFAULT_MAX_CHUNK_BYTES,
-    MaskPrediction,
-    PackedMasks,
-    logits_to_prediction,
-    logits_to_semantic_prediction,
-)
-from .processing_self1e import Self1EProcessor, is_conversation
+from .mask_postprocessing import DEFAULT_MAX_CHUNK_BYTES, MaskPrediction, PackedMasks, check_threshold
+from .processing_self1e import Self1EProcessor, is_conversation, names_of_masks, prompts_by_image
 from .prompts_self1e import SEG_TOKEN
-
-if TYPE_CHECKING:
-    from .modeling_self1e import Self1EForSegmentation
-
-logger = logging.get_logger(__name__)
 
 DEFAULT_MAX_BATCH_TOKENS = 32768
 # Keyword options of `segment()` handed to the processor: prompt rendering, and the image options that keep the tiles
@@ -44,16 +34,23 @@ SEGMENT_OPTIONS = ("processor", "classes", "threshold", "prompt_type", "return_p
 
 @dataclass
 class SegmentationResult:
-    """Everything predicted for one image, at the image's original size.
+    r"""
+    Everything predicted for one image, at the image's original size.
 
-    Attributes:
-        prompts: the prompt (or class name) of each mask.
-        packed_masks: the masks at one bit per pixel; `masks` unpacks them all, `packed_masks.mask(index)` one.
-        scores: `(num_prompts,)` mean probability inside each mask (0 for an empty mask).
-        no_target: `(num_prompts,)` True where nothing in the image matches the prompt (empty mask).
-        probabilities: `(num_prompts, height, width)` per-prompt probabilities, when requested.
-        label_map: with `classes=`, `(height, width)` index of each pixel's class in `prompts`, -1 for background;
-            `masks` are then `label_map == k`.
+    Args:
+        prompts (`list[str]`):
+            The prompt (or class name) of each mask; `"conversation"` for the masks of a conversation.
+        packed_masks ([`PackedMasks`]):
+            The masks at one bit per pixel; `masks` unpacks them all, `packed_masks.mask(index)` one.
+        scores (`torch.FloatTensor` of shape `(num_masks,)`):
+            Mean probability inside each mask (0 for an empty mask).
+        no_target (`torch.BoolTensor` of shape `(num_masks,)`):
+            True where nothing in the image matches the prompt (empty mask).
+        probabilities (`torch.FloatTensor` of shape `(num_masks, height, width)`, *optional*):
+            Every mask's probabilities, with `return_probabilities=True`.
+        label_map (`torch.LongTensor` of shape `(height, width)`, *optional*):
+            With `classes=`, the index of each pixel's class in `prompts`, -1 for background; `masks` are then
+            `label_map == k`.
     """
 
     prompts: list[str]
@@ -65,11 +62,12 @@ class SegmentationResult:
 
     @cached_property
     def masks(self) -> torch.BoolTensor:
-        """`(num_prompts, height, width)` booleans, unpacked on first access (one byte per pixel of every mask)."""
+        """`(num_masks, height, width)` booleans, unpacked on first access (one byte per pixel of every mask)."""
         return self.packed_masks.unpack()
 
     @classmethod
     def from_prediction(cls, prompts: list[str], prediction: MaskPrediction) -> "SegmentationResult":
+        """The result of one image's [`MaskPrediction`], its masks named by `prompts`."""
         return cls(
             prompts,
             prediction.packed_masks,
@@ -81,25 +79,33 @@ class SegmentationResult:
 
 
 class Self1EPredictor:
-    """Segments images with a [`Self1EForSegmentation`] and its [`Self1EProcessor`].
+    r"""
+    Segments images with a [`Self1EForSegmentation`] and the [`Self1EProcessor`] saved with it. The predictor holds
+    both explicitly: keep one for repeated calls ([`~Self1EForSegmentation.segment`] builds one on every call).
+
+    Its steps are public for callers that batch differently (the pipeline): [`~Self1EPredictor.preprocess`],
+    [`~Self1EPredictor.mask_logits`] and [`~Self1EPredictor.postprocess`].
 
     Args:
-        model: the model (any dtype and device; inputs follow it).
-        processor: the processor saved with the model.
-        max_batch_tokens: prompts about one image are run through the language model in chunks of at most this many
-            (padded) tokens, which bounds memory when asking about many classes.
-        max_postprocess_bytes: masks are resized to the image's size, thresholded, scored and packed to one bit per
-            pixel in chunks of about this many working bytes (9 per pixel of each mask, one mask at least), so the
-            working memory of post-processing does not grow with the number of prompts; with `classes=`, the running
-            best class adds about 25 bytes per pixel. What grows is the result: `height * width / 8` bytes per mask
-            (`masks` unpacks them to one byte per pixel on first access) and, with `return_probabilities=True`, 4
-            bytes per pixel of every mask, which this budget does not bound. The language model's chunk
-            (`max_batch_tokens`) is the other peak.
+        model ([`Self1EForSegmentation`]):
+            The model, in any dtype and on any device; inputs follow it.
+        processor ([`Self1EProcessor`]):
+            The processor saved with the model.
+        max_batch_tokens (`int`, *optional*, defaults to 32768):
+            Prompts are run through the language model in chunks of at most this many (padded) tokens, which bounds
+            its memory when asking about many prompts or classes.
+        max_postprocess_bytes (`int`, *optional*, defaults to 64 MiB):
+            Masks are resized to the image's size, thresholded, scored and packed to one bit per pixel in chunks of
+            about this many working bytes (9 per pixel of each mask, one mask at least), so the working memory of
+            post-processing does not grow with the number of prompts; with `classes=`, the running best class adds
+            about 25 bytes per pixel. What grows is the result: `height * width / 8` bytes per mask (`masks` unpacks
+            them to one byte per pixel on first access) and, with `return_probabilities=True`, 4 bytes per pixel of
+            every mask, which this budget does not bound.
     """
 
     def __init__(
         self,
-        model: "Self1EForSegmentation",
+        model: PreTrainedModel,
         processor: Self1EProcessor,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         max_postprocess_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
@@ -114,82 +120,102 @@ class Self1EPredictor:
         self.max_batch_tokens = max_batch_tokens
         self.max_postprocess_bytes = max_postprocess_bytes
 
+    @classmethod
+    def from_model(
+        cls, model: PreTrainedModel, processor: Self1EProcessor | None = None, **kwargs
+    ) -> "Self1EPredictor":
+        """A predictor for `model` with `processor`, or else with the processor saved beside the model's weights
+        (see [`load_saved_processor`]). `kwargs` go to the constructor."""
+        return cls(model, load_saved_processor(model) if processor is None else processor, **kwargs)
+
     def segment(
         self,
         images,
         prompts=None,
         *,
-        classes: list[str] | None = None,
+        classes: str | Sequence[str] | None = None,
         threshold: float = 0.5,
         prompt_type: str = "short",
         return_probabilities: bool = False,
         show_progress: bool = False,
-        **images_kwargs,
+        **processor_options,
     ) -> "SegmentationResult | list[SegmentationResult]":
-        """Masks for `prompts` (one image with a prompt or a list of prompts, or a list of images with one entry each)
-        or, with `classes`, an open-vocabulary semantic map of every image (paper Sec. 4.2.4).
+        r"""
+        Segments what `prompts` describe (referring segmentation) or, with `classes`, every pixel into one of the
+        classes or background (open-vocabulary semantic segmentation, paper Sec. 4.2.4).
 
         Args:
-            images: PIL image, array, tensor or path, or a list of them (a 4-D array or tensor is a list of images).
+            images (`ImageInput` or `list[ImageInput]`):
+                A PIL image, array, tensor or path, or a list of them (a 4-D array or tensor is a list of images).
                 Arrays and tensors are `HxW`, `HxWxC` or `CxHxW`; a shape that reads both ways, such as `(3, 64, 3)`,
                 needs `input_data_format` (see [`Self1EImageProcessor`]).
-            prompts: referring expressions / class names (`prompt_type="short"`), full-sentence instructions
-                (`prompt_type="instruction"`), or conversations whose assistant turn holds `[SEG]`. A string is one
-                prompt (never split into characters); with a list of images, one entry (a prompt or a list of
-                prompts) per image.
-            classes: class names asked about every image (a list, or one comma-separated string); each pixel goes to
-                the most probable class, pixels where no class passes `threshold` are background. Names must differ
-                once surrounding spaces are stripped.
-            threshold: probability, strictly between 0 and 1, above which a pixel belongs to a mask.
-            return_probabilities: also return every mask's full-size probabilities (4 bytes per pixel of every mask:
-                unlike the masks, not bounded by `max_postprocess_bytes`).
-            show_progress: show a progress bar when the prompts run through the language model in several chunks.
-            images_kwargs: image and prompt options handed to the processor: `min_tiles`, `max_tiles`,
-                `use_thumbnail`, `max_image_pixels` (`None`: no limit), `input_data_format`, `question_template`,
-                `answer_template`, `chat_template`. Others raise a `TypeError`.
+            prompts (`str`, `list[dict]`, or a list of them, *optional*):
+                Referring expressions or class names (`prompt_type="short"`), full-sentence instructions
+                (`prompt_type="instruction"`), or conversations whose assistant turn holds `[SEG]`. For one image, a
+                prompt or a list of prompts; for a list of images, one such entry per image. A string is one prompt
+                (never split into characters).
+            classes (`str` or `Sequence[str]`, *optional*):
+                Instead of `prompts`: class names asked about every image (a list, or one comma-separated string),
+                which must differ once surrounding spaces are stripped. Each pixel goes to its most probable class;
+                pixels where no class passes `threshold` are background.
+            threshold (`float`, *optional*, defaults to 0.5):
+                Probability, strictly between 0 and 1, above which a pixel belongs to a mask.
+            prompt_type (`str`, *optional*, defaults to `"short"`):
+                `"short"` or `"instruction"`, see `prompts`.
+            return_probabilities (`bool`, *optional*, defaults to `False`):
+                Also return every mask's full-size probabilities (4 bytes per pixel of every mask: unlike the masks,
+                not bounded by `max_postprocess_bytes`).
+            show_progress (`bool`, *optional*, defaults to `False`):
+                Show a progress bar when the prompts run through the language model in several chunks.
+            processor_options:
+                Options of the processor: `min_tiles`, `max_tiles`, `use_thumbnail`, `max_image_pixels` (`None`: no
+                limit), `input_data_format`, `question_template`, `answer_template`, `chat_template`. Others raise a
+                `TypeError`.
 
         Returns:
-            A [`SegmentationResult`] for a single image, a list of them for a list of images.
+            [`SegmentationResult`] for one image, one mask per prompt (per `[SEG]` of a conversation) or class; a
+            list of them for a list of images.
 
         Raises:
-            TypeError, ValueError, FileNotFoundError: bad arguments, checked before the model runs.
+            `TypeError`, `ValueError` or `FileNotFoundError` for bad arguments, before the model runs.
         """
         check_threshold(threshold)
-        check_segment_options(images_kwargs, "segment()", SEGMENT_OPTIONS)
+        check_processor_options(processor_options, "segment()", SEGMENT_OPTIONS)
         single_image = not is_image_batch(images)
         if classes is not None:
             if prompts is not None:
                 raise ValueError("pass either prompts or classes, not both")
-            classes = _check_classes(classes)
-            prompts = list(classes) if single_image else [list(classes) for _ in images]
-        if prompts is None:
+            prompts = class_prompts(check_classes(classes), images, single_image)
+        elif prompts is None:
             raise ValueError("prompts is required: what should be segmented?")
-        inputs = self.processor.prepare_segmentation_inputs(images, prompts, prompt_type=prompt_type, **images_kwargs)
-        self._check_length(inputs)
-        labels = _prompt_labels(prompts if single_image else list(prompts), single_image)
-        logits = self._mask_logits(inputs, show_progress)
-
-        results = []
-        prompt_to_image = inputs["prompt_to_image"].tolist()
-        postprocess = logits_to_prediction if classes is None else logits_to_semantic_prediction
-        for image_index, (height, width) in enumerate(inputs["original_sizes"].tolist()):
-            rows = [row for row, image in enumerate(prompt_to_image) if image == image_index]
-            image_logits = torch.cat([logits[row] for row in rows])
-            # A conversation gives one mask per [SEG]; each mask is named after its prompt.
-            image_labels = [labels[row] for row in rows for _ in range(logits[row].shape[0])]
-            prediction = postprocess(
-                image_logits,
-                (height, width),
-                threshold,
-                return_probabilities,
-                prompts=image_labels,
-                max_chunk_bytes=self.max_postprocess_bytes,
-            )
-            results.append(SegmentationResult.from_prediction(image_labels, prediction))
+        inputs = self.preprocess(images, prompts, prompt_type=prompt_type, **processor_options)
+        results = self.postprocess(
+            inputs,
+            self.mask_logits(inputs, show_progress),
+            prompt_labels(prompts, single_image),
+            threshold=threshold,
+            semantic=classes is not None,
+            return_probabilities=return_probabilities,
+        )
         return results[0] if single_image else results
 
     def chat(self, image, question: str, max_new_tokens: int = 64, **generate_kwargs) -> str:
-        """The model's free-form answer about `image`, decoded causally like any chat model."""
+        r"""
+        Answers `question` about `image` in free form, decoding causally like any chat model.
+
+        Args:
+            image (`ImageInput`):
+                A PIL image, array, tensor or path.
+            question (`str`):
+                The user's question.
+            max_new_tokens (`int`, *optional*, defaults to 64):
+                The longest answer, in tokens.
+            generate_kwargs:
+                Further options of `generate()` (`do_sample`, ...).
+
+        Returns:
+            `str`: the answer, special tokens left out (`[SEG]` stays: it is not one).
+        """
         text = self.processor.render_chat_prompt(question)
         inputs = self.processor(images=[image], text=[text], return_tensors="pt").to(self.model.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
@@ -200,8 +226,23 @@ class Self1EPredictor:
         return self.processor.tokenizer.decode(answer, skip_special_tokens=True).strip()
 
     def segment_answer(self, image, question: str, answer: str, threshold: float = 0.5) -> SegmentationResult:
-        """One mask per `[SEG]` in `answer` (e.g. returned by [`~Self1EPredictor.chat`]), read with the segmentation
-        attention mask in a second forward pass over the question and the answer."""
+        r"""
+        Segments each `[SEG]` of an answer (e.g. from [`~Self1EPredictor.chat`]), read with the segmentation
+        attention mask in a second forward pass over the question and the answer.
+
+        Args:
+            image (`ImageInput`):
+                The image the question was about.
+            question (`str`):
+                The user's question.
+            answer (`str`):
+                The assistant's answer, with at least one `[SEG]`.
+            threshold (`float`, *optional*, defaults to 0.5):
+                Probability, strictly between 0 and 1, above which a pixel belongs to a mask.
+
+        Returns:
+            [`SegmentationResult`]: one mask per `[SEG]`, named `"{answer} [index]"`.
+        """
         if SEG_TOKEN not in answer:
             raise ValueError(f"answer contains no {SEG_TOKEN} token, so there is nothing to segment: {answer!r}")
         conversation = [
@@ -212,7 +253,113 @@ class Self1EPredictor:
         result.prompts = [f"{answer} [{index}]" for index in range(len(result.packed_masks))]
         return result
 
-    def _check_length(self, inputs) -> None:
+    def preprocess(self, images, prompts, prompt_type: str = "short", **processor_options) -> BatchFeature:
+        r"""
+        [`~Self1EProcessor.prepare_segmentation_inputs`], refusing prompts longer than the language model can read.
+
+        Args:
+            images, prompts, prompt_type, processor_options:
+                As in [`~Self1EPredictor.segment`].
+
+        Returns:
+            [`BatchFeature`]: the processor's inputs, one row per prompt.
+        """
+        inputs = self.processor.prepare_segmentation_inputs(
+            images, prompts, prompt_type=prompt_type, **processor_options
+        )
+        self._check_length(inputs)
+        return inputs
+
+    def mask_logits(self, inputs: Mapping, show_progress: bool = False) -> list[torch.FloatTensor]:
+        r"""
+        Runs the model on prepared inputs: the vision tower once for all images, then the prompts through the language
+        model in chunks of at most `max_batch_tokens` padded tokens.
+
+        Args:
+            inputs (`Mapping`):
+                The output of [`~Self1EPredictor.preprocess`] (or of [`~Self1EProcessor.merge_segmentation_inputs`]).
+            show_progress (`bool`, *optional*, defaults to `False`):
+                Show a progress bar when there are several chunks.
+
+        Returns:
+            `list[torch.FloatTensor]`: per prompt, its `(num_masks, height, width)` mask logits on the tile canvas, in
+            float32 on the CPU.
+        """
+        model = self.model
+        logits = []
+        with torch.inference_mode():
+            pixel_values = inputs["pixel_values"].to(device=model.device, dtype=model.dtype)
+            image_features = model.get_segmentation_image_features(pixel_values)
+            for rows in self._prompt_chunks(inputs, show_progress):
+                logits.extend(self._chunk_mask_logits(inputs, image_features, rows))
+        return logits
+
+    def postprocess(
+        self,
+        inputs: Mapping,
+        mask_logits: Sequence[torch.Tensor],
+        labels: Sequence[str],
+        threshold: float = 0.5,
+        semantic: bool = False,
+        return_probabilities: bool = False,
+    ) -> list[SegmentationResult]:
+        r"""
+        [`~Self1EProcessor.post_process_segmentation`] of every image, its masks named after their prompts.
+
+        Args:
+            inputs (`Mapping`):
+                The prepared inputs (`original_sizes` and `prompt_to_image` are read).
+            mask_logits (`Sequence[torch.Tensor]`):
+                From [`~Self1EPredictor.mask_logits`].
+            labels (`Sequence[str]`):
+                The label of each prompt (see [`prompt_labels`]), which names its masks.
+            threshold, semantic, return_probabilities:
+                See [`~Self1EProcessor.post_process_segmentation`].
+
+        Returns:
+            `list[SegmentationResult]`: one per image.
+        """
+        predictions = self.processor.post_process_segmentation(
+            mask_logits,
+            inputs["original_sizes"],
+            inputs["prompt_to_image"],
+            threshold=threshold,
+            semantic=semantic,
+            return_probabilities=return_probabilities,
+            prompt_names=labels,
+            max_chunk_bytes=self.max_postprocess_bytes,
+        )
+        rows_per_image = prompts_by_image(inputs["prompt_to_image"], len(predictions))
+        return [
+            SegmentationResult.from_prediction(names_of_masks(labels, mask_logits, rows), prediction)
+            for rows, prediction in zip(rows_per_image, predictions)
+        ]
+
+    def _prompt_chunks(self, inputs: Mapping, show_progress: bool) -> Iterable[range]:
+        """Consecutive prompts whose padded tokens stay within `max_batch_tokens` (one prompt at least)."""
+        num_prompts, length = inputs["input_ids"].shape
+        chunk_size = max(1, self.max_batch_tokens // length)
+        chunks = [range(start, min(start + chunk_size, num_prompts)) for start in range(0, num_prompts, chunk_size)]
+        if show_progress and len(chunks) > 1:
+            return logging.tqdm(chunks, desc="segmenting", unit="chunk")
+        return chunks
+
+    def _chunk_mask_logits(self, inputs: Mapping, image_features, rows: range) -> list[torch.FloatTensor]:
+        """The mask logits of the prompts `rows`; `image_features` ([`Self1EImageFeatures`]) hold every image once."""
+        device = self.model.device
+        length = int(inputs["attention_mask"][rows.start : rows.stop].sum(-1).max())
+        outputs = self.model(
+            input_ids=inputs["input_ids"][rows.start : rows.stop, :length].to(device),
+            attention_mask=inputs["attention_mask"][rows.start : rows.stop, :length].to(device),
+            image_features=image_features,
+            tile_grids=inputs["tile_grids"],
+            has_thumbnail=inputs["has_thumbnail"],
+            prompt_to_image=inputs["prompt_to_image"][rows.start : rows.stop],
+            logits_to_keep=1,
+        )
+        return [mask.float().cpu() for mask in outputs.pred_masks]
+
+    def _check_length(self, inputs: Mapping) -> None:
         """Refuses prompts longer than the language model's positions, saying whether tiles or text are too many."""
         limit = getattr(self.model.config.text_config, "max_position_embeddings", None)
         lengths = inputs["attention_mask"].sum(-1)
@@ -231,40 +378,15 @@ class Self1EPredictor:
             f"a prompt is {length} tokens long, more than the language model's {limit} positions; {advice}"
         )
 
-    def _mask_logits(self, inputs, show_progress: bool) -> list[torch.FloatTensor]:
-        """Mask logits of every prompt; the vision tower runs once, the prompts in token-bounded chunks."""
-        model = self.model
-        device = model.device
-        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
-        prompt_to_image = inputs["prompt_to_image"].tolist()
-        grids = [tuple(grid) for grid in inputs["tile_grids"].tolist()]
-        thumbnails = [bool(flag) for flag in inputs["has_thumbnail"].tolist()]
-        tiles_per_prompt = [int(inputs["num_tiles"][image]) for image in prompt_to_image]
-        tile_starts = torch.tensor([0, *tiles_per_prompt]).cumsum(0).tolist()
-        sample_tiles = inputs["sample_tile_indices"]
-        chunk_size = max(1, self.max_batch_tokens // input_ids.shape[1])
-        chunks = range(0, len(prompt_to_image), chunk_size)
-        if show_progress and len(chunks) > 1:
-            chunks = logging.tqdm(chunks, desc="segmenting", unit="batch")
 
-        logits = []
-        with torch.inference_mode():
-            features = model.get_image_features(inputs["pixel_values"].to(device=device, dtype=model.dtype))
-            for start in chunks:
-                rows = range(start, min(start + chunk_size, len(prompt_to_image)))
-                length = int(attention_mask[rows.start : rows.stop].sum(-1).max())
-                outputs = model(
-                    input_ids=input_ids[rows.start : rows.stop, :length].to(device),
-                    attention_mask=attention_mask[rows.start : rows.stop, :length].to(device),
-                    image_features=features.select_tiles(
-                        sample_tiles[tile_starts[rows.start] : tile_starts[rows.stop]]
-                    ),
-                    tile_grids=[grids[prompt_to_image[row]] for row in rows],
-                    has_thumbnail=[thumbnails[prompt_to_image[row]] for row in rows],
-                    logits_to_keep=1,
-                )
-                logits.extend(mask.float().cpu() for mask in outputs.pred_masks)
-        return logits
+def load_saved_processor(model: PreTrainedModel) -> Self1EProcessor:
+    """The processor saved beside `model`'s weights, loaded from the folder or Hub repository the model came from."""
+    if not model.name_or_path:
+        raise ValueError("this model was not loaded from a folder: pass processor=Self1EProcessor(...)")
+    # This class is remote code only if the caller loaded the folder with `trust_remote_code=True`; the processor's
+    # tokenizer resolves the same folder's config, which must not ask that question again.
+    loaded_as_remote_code = type(model).__module__.startswith(f"{TRANSFORMERS_DYNAMIC_MODULE_NAME}.")
+    return Self1EProcessor.from_pretrained(model.name_or_path, trust_remote_code=loaded_as_remote_code)
 
 
 def is_image_batch(images) -> bool:
@@ -272,17 +394,7 @@ def is_image_batch(images) -> bool:
     return isinstance(images, (list, tuple)) or (isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4)
 
 
-def check_threshold(threshold) -> None:
-    """A mask threshold is a probability strictly between 0 and 1 (0.5 is the reference's `logits > 0`)."""
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(
-            f"threshold must be a number strictly between 0 and 1, got {type(threshold).__name__} {threshold!r}"
-        )
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be a probability strictly between 0 and 1, got {threshold}")
-
-
-def check_segment_options(options: dict, caller: str, own_options: tuple[str, ...]) -> None:
+def check_processor_options(options: Mapping, caller: str, own_options: tuple[str, ...]) -> None:
     """Refuses keyword options for the processor that are not `SEGMENT_PROCESSOR_OPTIONS`, naming them and what
     `caller` accepts (`own_options` and the processor options)."""
     unknown = sorted(set(options) - set(SEGMENT_PROCESSOR_OPTIONS))
@@ -293,7 +405,8 @@ def check_segment_options(options: dict, caller: str, own_options: tuple[str, ..
         )
 
 
-def _check_classes(classes) -> list[str]:
+def check_classes(classes) -> list[str]:
+    """The class names of `classes=` (a list, or one comma-separated string), each named once."""
     if isinstance(classes, str):
         classes = [name.strip() for name in classes.split(",")]
     if not isinstance(classes, (list, tuple)):
@@ -317,12 +430,16 @@ def _check_classes(classes) -> list[str]:
     return list(classes)
 
 
-def _prompt_labels(prompts, single_image: bool) -> list[str]:
-    """The label of every prompt row, flattened in the processor's order (image by image)."""
-    per_image = [prompts] if single_image else prompts
+def class_prompts(classes: list[str], images, single_image: bool) -> list[str] | list[list[str]]:
+    """The prompts that ask about every class in every image."""
+    return classes if single_image else [classes for _ in range(len(images))]
+
+
+def prompt_labels(prompts, single_image: bool) -> list[str]:
+    """The label of every prompt, image by image as the processor orders them: its text, or `"conversation"`."""
     labels = []
-    for entry in per_image:
-        entries = [entry] if isinstance(entry, str) or is_conversation(entry) else list(entry)
+    for entry in [prompts] if single_image else prompts:
+        entries = [entry] if isinstance(entry, str) or is_conversation(entry) else entry
         labels.extend(prompt if isinstance(prompt, str) else "conversation" for prompt in entries)
     return labels
 

@@ -84,6 +84,7 @@ SELF1E_CHAT_TEMPLATE = (
 
 
 def as_rng(rng: "random.Random | int | None") -> "random.Random | None":
+    """`rng` as a `random.Random`: an int is a seed, `None` stays `None` (the validation prompts)."""
     if rng is None or isinstance(rng, random.Random):
         return rng
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
@@ -92,6 +93,7 @@ def as_rng(rng: "random.Random | int | None") -> "random.Random | None":
 
 
 def _check_free_text(text, name: str) -> str:
+    """`text` if it is a non-empty string without reserved strings; `name` is its name in error messages."""
     if not isinstance(text, str):
         raise TypeError(f"{name} must be a string, got {type(text).__name__}")
     if not text.strip():
@@ -109,16 +111,25 @@ def build_question(
     rng: "random.Random | int | None" = None,
     name: str = "prompt",
 ) -> str:
-    """
-    The user question for one target (paper Sec. 9).
+    r"""
+    Builds the user question for one target (paper Sec. 9).
 
     Args:
-        target: the class name / referring expression (`prompt_type="short"`) or the full-sentence instruction
+        target (`str`):
+            The class name or referring expression (`prompt_type="short"`), or the full-sentence instruction
             (`prompt_type="instruction"`).
-        template: a custom question with a `{text}` or `{instruction}` placeholder. Defaults to the validation
-            question, or a random one of the training family when `rng` is given.
-        rng: `random.Random` (or an int seed) for the training-time random choice; `None` gives the validation prompt.
-        name: the argument name used in error messages.
+        prompt_type (`str`, *optional*, defaults to `"short"`):
+            `"short"` or `"instruction"`: which family of questions to ask with.
+        template (`str`, *optional*):
+            A custom question with a `{text}` or `{instruction}` placeholder. Defaults to the validation question, or
+            a random one of the training family when `rng` is given.
+        rng (`random.Random` or `int`, *optional*):
+            Draws the question from the training family; `None` gives the validation question.
+        name (`str`, *optional*, defaults to `"prompt"`):
+            The name of `target` in error messages.
+
+    Returns:
+        `str`: the question.
     """
     target = _check_free_text(target, name).strip()
     rng = as_rng(rng)
@@ -142,7 +153,19 @@ def build_question(
 
 
 def build_answer(template: str | None = None, rng: "random.Random | int | None" = None) -> str:
-    """The assistant answer: `template` (must contain `[SEG]`), else `"[SEG]."`, or a random training answer."""
+    r"""
+    Builds the assistant answer.
+
+    Args:
+        template (`str`, *optional*):
+            A custom answer, which must contain `[SEG]`. Defaults to the validation answer `"[SEG]."`, or a random
+            one of the training family when `rng` is given.
+        rng (`random.Random` or `int`, *optional*):
+            Draws the answer from the training family.
+
+    Returns:
+        `str`: the answer.
+    """
     rng = as_rng(rng)
     if template is None:
         return VALIDATION_ANSWER if rng is None else rng.choice(ANSWER_TEMPLATES)
@@ -163,9 +186,21 @@ def build_segmentation_conversation(
     image=None,
     name: str = "prompt",
 ) -> list[dict]:
-    """
-    A two-turn conversation (user: image + question, assistant: answer with `[SEG]`) for the chat template. With
-    `rng`, the question and the answer are drawn from the training families (question first, then answer).
+    r"""
+    Builds the two-turn conversation of one segmentation prompt (user: image and question; assistant: an answer with
+    `[SEG]`) for the chat template.
+
+    Args:
+        target, prompt_type, question_template, rng, name:
+            As in [`build_question`] (`question_template` is its `template`).
+        answer_template (`str`, *optional*):
+            As `template` in [`build_answer`].
+        image (*optional*):
+            Stored in the image item, for chat templates that take it; the processor needs none.
+
+    Returns:
+        `list[dict]`: the messages. With `rng`, the question and then the answer are drawn from the training
+        families.
     """
     rng = as_rng(rng)
     question = build_question(target, prompt_type, question_template, rng, name=name)

@@ -96,6 +96,10 @@ class Self1ESegmentationHead(nn.Module):
     - `"residual_amplifier"` (RFR + RFA): `f_PUS(F_V1^HQ) + up(f'_PUS(F_IMG) - f_PUS(F_V1))` (Eq. 4-5), on twice the
       ViT grid, with `F_SEG' = mean(f'_PUS(F_SEG))` (Eq. 6).
     Both image and `[SEG]` embeddings pass through `output_mlp` last.
+
+    `F_IMG` depends on the prompt (it comes out of the language model), `F_V1` and `F_V1^HQ` do not: they are given
+    once per image, with `image_of_sample` saying which image each prompt shows, and what only they determine
+    (`f_PUS(F_V1)`, `f_PUS(F_V1^HQ)`) is computed once per image however many prompts ask about it.
     """
 
     def __init__(self, config: Self1EConfig):
@@ -118,16 +122,25 @@ class Self1ESegmentationHead(nn.Module):
         return self.output_mlp(seg_states)
 
     def image_hidden_states(
-        self, llm_features: torch.Tensor, projected_features: torch.Tensor, high_res_features: torch.Tensor
+        self,
+        llm_features: torch.Tensor,
+        projected_features: torch.Tensor,
+        high_res_features: torch.Tensor,
+        image_of_sample: torch.LongTensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`F_IMG'` up to the last linear layer of `output_mlp`, on a stitched canvas, plus the low-resolution
+        """`F_IMG'` up to the last linear layer of `output_mlp`, on stitched canvases, plus the low-resolution
         embedding of the LLM features alone. [`~Self1ESegmentationHead.mask_logits`] applies that last layer to the
         `[SEG]` side instead, which is the same product at a fraction of the cost on the large canvas.
 
         Args:
-            llm_features: `F_IMG`, `(n, H, W, d)` on the LLM grid.
-            projected_features: `F_V1`, `(n, H, W, d)`, the LLM's input image embeddings.
-            high_res_features: `F_V1^HQ`, `(n, f*H, f*W, d)` on the ViT grid.
+            llm_features (`torch.Tensor` of shape `(n, H, W, d)`):
+                `F_IMG` of each of the `n` samples, on the LLM grid.
+            projected_features (`torch.Tensor` of shape `(m, H, W, d)`):
+                `F_V1` of each of the `m` images, the LLM's input image embeddings.
+            high_res_features (`torch.Tensor` of shape `(m, f*H, f*W, d)`):
+                `F_V1^HQ` of each image, on the ViT grid.
+            image_of_sample (`torch.LongTensor` of shape `(n,)`, *optional*):
+                The image each sample shows; by default sample `i` shows image `i`.
 
         Returns:
             The hidden states (`(n, h, w, d)`, `h` depending on the feature path) and the auxiliary low-resolution
@@ -137,22 +150,16 @@ class Self1ESegmentationHead(nn.Module):
             return self.output_mlp.hidden(llm_features), None
         low_res = self.output_mlp(llm_features)
         if self.feature_path == "high_res":
-            return self.output_mlp.hidden(high_res_features), low_res
+            return _per_sample(self.output_mlp.hidden(high_res_features), image_of_sample), low_res
         if self.feature_path == "residual_refill":
-            residual = self._upsample(llm_features - projected_features, high_res_features.shape[-3:-1])
-            return self.output_mlp.hidden(high_res_features + residual), low_res
+            residual = llm_features - _per_sample(projected_features, image_of_sample)
+            residual = self._upsample(residual, high_res_features.shape[-3:-1])
+            return self.output_mlp.hidden(_per_sample(high_res_features, image_of_sample) + residual), low_res
         restored_llm = self.llm_unshuffle_mlp.restore_grid(llm_features)
-        amplified_residual = restored_llm - self.vision_unshuffle_mlp.restore_grid(projected_features)
-        high_res = self.vision_unshuffle_mlp.restore_grid(high_res_features)
+        amplified_residual = self._amplified_residual(restored_llm, projected_features, image_of_sample)
+        high_res = _per_sample(self.vision_unshuffle_mlp.restore_grid(high_res_features), image_of_sample)
         amplified_residual = self._upsample(amplified_residual, high_res.shape[-3:-1])
         return self.output_mlp.hidden(high_res + amplified_residual), restored_llm
-
-    def embed_image(
-        self, llm_features: torch.Tensor, projected_features: torch.Tensor, high_res_features: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`F_IMG'` itself (Eq. 5 through `output_mlp`) and the low-resolution embedding; see `image_hidden_states`."""
-        hidden, low_res = self.image_hidden_states(llm_features, projected_features, high_res_features)
-        return self.output_mlp.fc2(hidden), low_res
 
     def mask_logits(self, image_hidden: torch.Tensor, seg_embeddings: torch.Tensor) -> torch.Tensor:
         """`F_IMG' . F_SEG' / sqrt(d)` from `image_hidden_states`: `(n, h, w, d)` x `(n, s, d)` -> `(n, s, h, w)`.
@@ -172,6 +179,7 @@ class Self1ESegmentationHead(nn.Module):
         high_res_features: torch.Tensor,
         seg_embeddings: torch.Tensor,
         rows_per_chunk: int,
+        image_of_sample: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         """The same mask logits as `mask_logits(image_hidden_states(...)[0], seg_embeddings)`, computed a band of
         `rows_per_chunk` ViT rows at a time, so that no `d`-channel tensor of the whole high-resolution canvas is ever
@@ -181,8 +189,8 @@ class Self1ESegmentationHead(nn.Module):
         side gives exactly the rows of the full upsampling."""
         if self.feature_path != "residual_amplifier":
             raise ValueError("mask_logits_by_rows computes the residual_amplifier feature path only")
-        residual = self.llm_unshuffle_mlp.restore_grid(llm_features)
-        residual = residual - self.vision_unshuffle_mlp.restore_grid(projected_features)
+        restored_llm = self.llm_unshuffle_mlp.restore_grid(llm_features)
+        residual = self._amplified_residual(restored_llm, projected_features, image_of_sample)
         rows, cols = high_res_features.shape[1:3]
         factor = self.factor
         bands = []
@@ -193,18 +201,33 @@ class Self1ESegmentationHead(nn.Module):
             window = self._upsample(residual[:, low:high], ((high - low) * factor, cols * factor))
             offset = (start - low) * factor
             upsampled = window[:, offset : offset + (stop - start) * factor]
-            bands.append(self.mask_logits(self.output_mlp.hidden(high_res + upsampled), seg_embeddings))
+            hidden = self.output_mlp.hidden(_per_sample(high_res, image_of_sample) + upsampled)
+            bands.append(self.mask_logits(hidden, seg_embeddings))
         return torch.cat(bands, dim=-2)
 
     def dot_logits(self, image_embeddings: torch.Tensor, seg_embeddings: torch.Tensor) -> torch.Tensor:
         """Plain scaled dot products `(n, h, w, d)` x `(n, s, d)` -> `(n, s, h, w)` (the low-resolution prediction)."""
         return torch.einsum("nhwd,nsd->nshw", image_embeddings, seg_embeddings) * self.scale
 
+    def _amplified_residual(
+        self,
+        restored_llm: torch.Tensor,
+        projected_features: torch.Tensor,
+        image_of_sample: torch.LongTensor | None,
+    ) -> torch.Tensor:
+        """`F_RFA = f'_PUS(F_IMG) - f_PUS(F_V1)` (Eq. 4) per sample, `f_PUS(F_V1)` computed once per image."""
+        return restored_llm - _per_sample(self.vision_unshuffle_mlp.restore_grid(projected_features), image_of_sample)
+
     @staticmethod
     def _upsample(grid: torch.Tensor, size: torch.Size) -> torch.Tensor:
         """Bilinear (align_corners=False) resize of a channels-last grid `(n, h, w, d)` to `size`."""
         resized = F.interpolate(grid.permute(0, 3, 1, 2), size=tuple(size), mode="bilinear", align_corners=False)
         return resized.permute(0, 2, 3, 1)
+
+
+def _per_sample(per_image: torch.Tensor, image_of_sample: torch.LongTensor | None) -> torch.Tensor:
+    """The rows of a per-image tensor that each sample shows (all of them, in order, without `image_of_sample`)."""
+    return per_image if image_of_sample is None else per_image[image_of_sample]
 
 
 __all__ = ["Self1ESegmentationHead", "pixel_unshuffle", "stitch_tiles"]

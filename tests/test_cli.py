@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -303,3 +304,31 @@ def test_evaluate_refuses_a_folder_as_report_before_the_model_loads(tmp_path, ca
     (tmp_path / "report").mkdir()
     assert main(["evaluate", "--dataset", "synthetic[:2]", "--out", str(tmp_path / "report")]) == 2
     assert "is a folder" in only_error_line(capsys.readouterr())
+
+
+def test_predict_without_the_data_extra_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as an install without the extra
+    assert main(["predict", "--dataset", "synthetic[:2]", "--out", str(tmp_path / "predictions")]) == 2
+    error = only_error_line(capsys.readouterr())
+    assert error == (
+        "error: self1e predict --dataset synthetic[:2] needs the 'data' extra (pyarrow is not installed): "
+        "pip install 'transformers-self1e[data]'"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_launch_of_several_processes_without_accelerate_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "accelerate", None)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it
+    assert main(["evaluate", "--dataset", "synthetic[:2]", "--out", str(tmp_path / "report.json")]) == 2
+    assert "needs the 'train' extra (accelerate is not installed)" in only_error_line(capsys.readouterr())
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+@pytest.mark.parametrize("option", ["--batch-size", "--shard-size"])
+def test_batch_and_shard_sizes_must_be_positive(tmp_path, capsys, command, option):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--dataset", "synthetic[:2]", "--out", str(tmp_path / "out"), option, "0"])
+    assert exit_info.value.code == 2 and f"argument {option}: must be at least 1" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []

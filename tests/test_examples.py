@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.batches import SampleSpec, make_batch, tiny_model
 from helpers.pairs import random_image
 
 from transformers_self1e import Self1EForSegmentation, Self1EProcessor
@@ -80,47 +79,7 @@ def test_finetune_synthetic_continues_an_init_model(tmp_path):
     assert next(tokenizers).get_vocab() == next(tokenizers).get_vocab()
 
 
-def test_grown_language_model_starts_as_the_same_function(tmp_path):
-    deepen = example("finetune_synthetic.py")["deepen_language_model"]
-    model = tiny_model()
-    depth = model.config.text_config.num_hidden_layers
-    grown = deepen(model, depth + 2).eval()
-    assert grown.config.text_config.num_hidden_layers == len(grown.model.language_model.layers) == depth + 2
-    assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in model.parameters())
-
-    batch = make_batch([SampleSpec(grid=(1, 1), n_seg=2), SampleSpec(grid=(2, 1))])
-    with torch.no_grad():
-        before, after = model(**batch.model_inputs()), grown(**batch.model_inputs())
-    torch.testing.assert_close(after.logits, before.logits)
-    for grown_masks, masks in zip(after.pred_masks, before.pred_masks, strict=True):
-        torch.testing.assert_close(grown_masks, masks)
-    # The new layers are trainable, not frozen at the identity.
-    assert all(p.requires_grad for p in grown.model.language_model.layers[depth:].parameters())
-
-    with pytest.raises(ValueError, match="must exceed"):
-        deepen(model, depth)
+def test_finetune_synthetic_grows_only_an_init_model(tmp_path):
+    # The growth itself is tested with the package's training code (tests/training/test_model_growth.py).
     with pytest.raises(ValueError, match="--init-model"):
         example("finetune_synthetic.py")["main"](["--out", str(tmp_path), "--grow-text-depth", "4"])
-
-
-def test_grid_position_code_makes_row_and_column_linearly_readable():
-    code = example("finetune_synthetic.py")["grid_position_code"](16, 96)
-    rows, columns = torch.arange(256) // 16, torch.arange(256) % 16
-    features = torch.cat([code, torch.ones(256, 1)], dim=1).double()
-    for coordinate in (rows, columns):
-        fit = torch.linalg.pinv(features) @ coordinate[:, None].double()
-        assert (features @ fit).squeeze().sub(coordinate).abs().max() < 0.05
-    with pytest.raises(ValueError, match="divisible by 4"):
-        example("finetune_synthetic.py")["grid_position_code"](16, 30)
-
-
-def test_grid_position_code_is_added_to_the_patch_positions_only():
-    model = tiny_model()
-    embeddings = model.model.vision_tower.embeddings.position_embeddings
-    with torch.no_grad():
-        embeddings.normal_()
-    before = embeddings.detach().clone()
-    example("finetune_synthetic.py")["add_grid_position_code"](model)
-    added = embeddings.detach()[0, 1:] - before[0, 1:]
-    torch.testing.assert_close(embeddings.detach()[0, 0], before[0, 0])
-    torch.testing.assert_close(added.norm(dim=-1), before[0, 1:].norm(dim=-1).mean().expand(added.shape[0]))

@@ -21,7 +21,7 @@ from transformers_self1e.demo import DEMO_EXAMPLES, SHIPPED_MODEL
 from transformers_self1e.hub_upload import export_hub_folder
 
 REPO = Path(__file__).resolve().parents[1]
-OPTIONAL_PACKAGES = ("accelerate", "datasets", "peft", "pycocotools", "trl")
+OPTIONAL_PACKAGES = ("accelerate", "datasets", "peft", "pyarrow", "pycocotools", "trl")
 # `None` in sys.modules hides a package from `import` (ModuleNotFoundError) and from `importlib.util.find_spec`, which
 # transformers uses to probe optional packages, as an install without it does. A meta-path finder that raises would
 # break those probes instead, and one that returns None cannot hide an installed package.
@@ -73,8 +73,9 @@ COMMANDS = {
 
 def test_every_command_is_covered():
     subcommands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
-    # `app` cannot run without its extra: test_app_names_the_extra_it_needs.
-    assert set(subcommands.choices) == set(COMMANDS) | {"app"}
+    # `app` and `predict` cannot run without their extras: test_app_names_the_extra_it_needs,
+    # test_predict_names_the_extra_it_needs.
+    assert set(subcommands.choices) == set(COMMANDS) | {"app", "predict"}
 
 
 @pytest.mark.slow
@@ -104,6 +105,16 @@ def test_app_names_the_extra_it_needs(tmp_path):
     assert result.returncode == 2
     error = EXTRA_ERROR.fullmatch(result.stderr)
     assert error and error["package"] == "gradio" and "gradio" in extra_packages(error["extra"]), result.stderr
+
+
+@pytest.mark.slow
+def test_predict_names_the_extra_it_needs(tmp_path):
+    # Predicted masks are written as COCO run-length encodings (pycocotools) in parquet shards (datasets).
+    result = run_self1e(["predict", "--dataset", "synthetic[:2]", "--out", "pred"], tmp_path)
+    assert result.returncode == 2
+    error = EXTRA_ERROR.fullmatch(result.stderr)
+    assert error and error["package"] in extra_packages(error["extra"]), result.stderr
+    assert error["extra"] == "data" and not (tmp_path / "pred").exists()
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ ANSWER = "It is [SEG]."
 # Well under the sum of the questions' waits (transformers waits 15 s for an answer to each).
 TIMEOUT = 60
 
-# Each call gets a model of its own, since the processor is loaded on a model's first call only.
+# Each call gets a model of its own: every entry point must load the processor without asking, whatever ran before.
 REMOTE_CALLS = """
     import numpy as np
     import PIL.Image

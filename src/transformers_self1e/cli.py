@@ -4,12 +4,16 @@
     self1e segment IMAGE "prompt" ["prompt" ...] [--model PATH] [--out mask.png] [--overlay overlay.png]
     self1e segment IMAGE --classes a,b,c [--out labels.png] [--masks-dir DIR] [--overlay overlay.png]
     self1e evaluate --dataset synthetic[:100] | SAVED_DATASET [--split validation] [--model PATH] [--out report.json]
+    self1e predict --dataset synthetic[:100] | SAVED_DATASET --out PRED_DIR [--overwrite]   (needs 'data')
+    accelerate launch [--num_processes N] -m transformers_self1e.cli evaluate|predict ...   (needs 'train')
     self1e export MODEL_OR_DIR --out DIR [--results results.json] ...   (as `python -m hub_upload export`)
     self1e push DIR --repo-id org/name [--dry-run] ...                  (as `python -m hub_upload push`)
     self1e app [--model PATH] [--host 127.0.0.1] [--port 7860] [--device cpu] [--dtype float32]   (needs 'app')
 
 Every command runs on the core dependencies, except where it needs an extra (e.g. a saved dataset: `data`); then it
-says so in one line and exits with code 2. Progress bars are drawn only when stderr is a terminal.
+says so in one line and exits with code 2. Progress bars are drawn only when stderr is a terminal. Under `accelerate
+launch`, `evaluate` and `predict` share the dataset's shards between the processes; the report, or the files, are
+those of one process.
 """
 
 import argparse
@@ -33,6 +37,7 @@ from .cli_arguments import (
 )
 from .demo import DEMO_EXAMPLES, DEMO_SHEET, SHIPPED_MODEL, mask_from_image, mask_iou, run_demo, save_mask
 from .evaluation.metrics import format_metric
+from .evaluation.sharded import DEFAULT_SHARD_SIZE, InferenceProcesses
 from .hub_upload.__main__ import add_publish_commands, run as run_publish
 from .input_files import read_image
 from .model_folder import load_model_and_processor
@@ -44,11 +49,14 @@ from .visualize import draw_label_map, draw_overlay
 EXTRA_OF_PACKAGE = {
     "datasets": "data",
     "pycocotools": "data",
+    "pyarrow": "data",
     "accelerate": "train",
     "peft": "train",
     "trl": "train",
     "gradio": "app",
 }
+# The commands that read a dataset, named with their --dataset in a missing-extra message.
+DATASET_COMMANDS = ("evaluate", "predict")
 # The metrics `self1e evaluate` prints, by name.
 SUMMARY_METRICS = {"cIoU": "ciou", "gIoU": "giou", "N-acc": "n_acc", "T-acc": "t_acc"}
 
@@ -96,32 +104,64 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
 
     evaluate = commands.add_parser("evaluate", help="referring segmentation metrics (cIoU, gIoU, N-acc, T-acc)")
-    evaluate.add_argument(
+    evaluate.add_argument("--out", default="report.json", help="JSON report (default report.json)")
+    add_dataset_run_arguments(evaluate)
+
+    predict = commands.add_parser(
+        "predict",
+        help="write the masks of every sample of a dataset (COCO RLE in parquet shards, resumable; needs 'data')",
+    )
+    predict.add_argument(
+        "--out",
+        required=True,
+        metavar="PRED_DIR",
+        help="folder for predict.json and the predictions-*.parquet shards; a rerun of the same run resumes it",
+    )
+    predict.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="accept a folder holding something else, replacing only the files of predict runs",
+    )
+    add_dataset_run_arguments(predict)
+
+    add_publish_commands(commands)
+    add_app_command(commands)
+    return parser
+
+
+def add_dataset_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that segments a dataset (`evaluate`, `predict`): the data, the model, and how the
+    rows are batched and shared between processes."""
+    parser.add_argument(
         "--dataset",
         type=dataset_spec,
         required=True,
         help="synthetic[:N] (the first N synthetic samples of --seed), or a folder written by datasets' save_to_disk "
         "(PATH[:N] for its first N rows; needs the 'data' extra)",
     )
-    evaluate.add_argument("--split", help="split of a saved DatasetDict (default: its only split)")
-    evaluate.add_argument("--model", default=str(SHIPPED_MODEL), help="model folder (default: the shipped model)")
-    evaluate.add_argument("--out", default="report.json", help="JSON report (default report.json)")
-    evaluate.add_argument(
+    parser.add_argument("--split", help="split of a saved DatasetDict (default: its only split)")
+    parser.add_argument("--model", default=str(SHIPPED_MODEL), help="model folder (default: the shipped model)")
+    parser.add_argument(
         "--seed", type=non_negative_int, default=1, help="seed of the synthetic samples (default 1; training: 0)"
     )
-    evaluate.add_argument(
+    parser.add_argument(
         "--image-size", type=image_side, help="side of the synthetic images (default: the model's tile)"
     )
-    evaluate.add_argument(
+    parser.add_argument(
         "--threshold", type=probability_threshold, default=0.5, help="probability threshold (default 0.5)"
     )
-    evaluate.add_argument("--max-tiles", type=positive_int, help="tile large images into at most this many tiles")
-    evaluate.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda")
-    evaluate.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-
-    add_publish_commands(commands)
-    add_app_command(commands)
-    return parser
+    parser.add_argument("--max-tiles", type=positive_int, help="tile large images into at most this many tiles")
+    parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=1, help="dataset rows per segment() call (default 1)"
+    )
+    parser.add_argument(
+        "--shard-size",
+        type=positive_int,
+        default=DEFAULT_SHARD_SIZE,
+        help=f"rows per shard, the unit shared between processes (default {DEFAULT_SHARD_SIZE})",
+    )
 
 
 def mask_paths(out: Path, count: int) -> list[Path]:
@@ -137,10 +177,10 @@ def masks_dir_paths(folder: str, labels: list[str]) -> list[Path]:
     return [Path(folder) / f"{stem}.png" for stem in stems]
 
 
-def load_model(args: argparse.Namespace) -> tuple[Self1EForSegmentation, Self1EProcessor]:
-    """The model of `--model` on `--device` in `--dtype`, and its processor."""
+def load_model(args: argparse.Namespace, device: str | None = None) -> tuple[Self1EForSegmentation, Self1EProcessor]:
+    """The model of `--model` on `device` (default `--device`) in `--dtype`, and its processor."""
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
-    return load_model_and_processor(args.model, args.device, dtype)
+    return load_model_and_processor(args.model, device or args.device, dtype)
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -168,7 +208,7 @@ def run_segment(args: argparse.Namespace) -> int:
     check_output_files(outputs, inputs=[args.image] + ([args.gt] if args.gt else []))
 
     model, processor = load_model(args)
-    image_kwargs = {} if args.max_tiles is None else {"max_tiles": args.max_tiles}
+    images_kwargs = {} if args.max_tiles is None else {"max_tiles": args.max_tiles}
     result = model.segment(
         image,
         args.prompts or None,
@@ -176,7 +216,7 @@ def run_segment(args: argparse.Namespace) -> int:
         processor=processor,
         threshold=args.threshold,
         show_progress=True,
-        **image_kwargs,
+        **images_kwargs,
     )
     for label, mask, score, empty, files in zip(
         result.prompts, result.masks, result.scores, result.no_target, mask_files
@@ -209,37 +249,99 @@ def run_demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    from .data import SyntheticConfig
-    from .evaluation.evaluate import evaluate_referring, load_evaluation_dataset, write_report
+def is_synthetic(args: argparse.Namespace) -> bool:
+    return args.dataset.split("[")[0] == "synthetic"
 
-    synthetic = args.dataset.split("[")[0] == "synthetic"
-    check_output_files([args.out], suffix=".json")
-    model, processor = load_model(args)
-    image_size = model.config.tile_size if args.image_size is None else args.image_size
-    dataset = load_evaluation_dataset(
+
+def load_dataset_of(args: argparse.Namespace, tile_size: int):
+    """The dataset of `--dataset`/`--split`; synthetic images are `--image-size` wide (default `tile_size`)."""
+    from .data import SyntheticConfig
+    from .evaluation.evaluate import load_evaluation_dataset
+
+    image_size = tile_size if args.image_size is None else args.image_size
+    return load_evaluation_dataset(
         args.dataset, split=args.split, seed=args.seed, synthetic_config=SyntheticConfig(image_size=image_size)
     )
-    results = evaluate_referring(
-        model,
-        processor,
-        dataset,
-        threshold=args.threshold,
-        image_kwargs={} if args.max_tiles is None else {"max_tiles": args.max_tiles},
-        show_progress=True,
+
+
+def sharding_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `evaluate_sharded` and `predict_dataset` that the command line sets."""
+    return {
+        "batch_size": args.batch_size,
+        "threshold": args.threshold,
+        "images_kwargs": {} if args.max_tiles is None else {"max_tiles": args.max_tiles},
+        "show_progress": True,
+    }
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation.evaluate import write_report
+    from .evaluation.sharded import evaluate_sharded
+
+    check_output_files([args.out], suffix=".json")
+    processes = InferenceProcesses.start(args.device)
+    model, processor = load_model(args, processes.device(args.device))
+    dataset = load_dataset_of(args, model.config.tile_size)
+    results = evaluate_sharded(
+        model, processor, dataset, processes, shard_size=args.shard_size, **sharding_options(args)
     )
+    if results is None:  # not the main process, which reports
+        return 0
     report = {
         "model": str(Path(args.model).resolve()),
         "dataset": args.dataset,
         "split": args.split,
-        "seed": args.seed if synthetic else None,
+        "seed": args.seed if is_synthetic(args) else None,
         "threshold": args.threshold,
+        "batch_size": args.batch_size,
         **results,
     }
     out = write_report(report, args.out)
     metrics = results["metrics"]
     scores = "  ".join(f"{name} {format_metric(metrics[key])}" for name, key in SUMMARY_METRICS.items())
     print(f"{scores}  ({metrics['num_samples']} samples) -> {out}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    # The `data` extra, asked for before the model loads (pyarrow comes with its datasets).
+    import pycocotools  # noqa: F401
+    import pyarrow  # noqa: F401
+
+    from .evaluation.predict import check_prediction_folder, is_finished, predict_dataset, prediction_run
+    from .evaluation.sharded import plan_shards
+    from .model_folder import check_model_folder
+
+    config = check_model_folder(args.model)
+    dataset = load_dataset_of(args, config.tile_size)
+    shards = plan_shards(len(dataset), args.shard_size)
+    synthetic = is_synthetic(args)
+    # What the masks depend on: a rerun with the same values resumes the folder.
+    identity = {
+        "model": str(Path(args.model).resolve()),
+        "dataset": args.dataset,
+        "split": args.split,
+        "seed": args.seed if synthetic else None,
+        "image_size": (args.image_size or config.tile_size) if synthetic else None,
+        "threshold": args.threshold,
+        "max_tiles": args.max_tiles,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "shard_size": args.shard_size,
+        "num_rows": len(dataset),
+    }
+    run = prediction_run(identity, shards)
+    check_prediction_folder(args.out, run, overwrite=args.overwrite)
+    if is_finished(args.out, run, shards):
+        print(f"all {len(shards)} shards are already there ({len(dataset)} rows) -> {args.out}")
+        return 0
+    processes = InferenceProcesses.start(args.device)
+    model, processor = load_model(args, processes.device(args.device))
+    written = predict_dataset(model, processor, dataset, args.out, run, shards, processes, **sharding_options(args))
+    if processes.is_main_process:
+        skipped = len(shards) - len(written)
+        resumed = f", {skipped} already there" if skipped else ""
+        print(f"{len(written)} of {len(shards)} shards written{resumed} ({len(dataset)} rows) -> {args.out}")
     return 0
 
 
@@ -264,7 +366,7 @@ def missing_extra_message(args: argparse.Namespace, error: ModuleNotFoundError) 
     extra = EXTRA_OF_PACKAGE.get(package)
     if extra is None:
         return None
-    command = f"self1e {args.command}" + (f" --dataset {args.dataset}" if args.command == "evaluate" else "")
+    command = f"self1e {args.command}" + (f" --dataset {args.dataset}" if args.command in DATASET_COMMANDS else "")
     install = f"pip install 'transformers-self1e[{extra}]'"
     return f"{command} needs the '{extra}' extra ({package} is not installed): {install}"
 
@@ -274,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "demo": run_demo_command,
         "evaluate": run_evaluate,
+        "predict": run_predict,
         "export": run_publish,
         "push": run_publish,
         "segment": run_segment,
@@ -288,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -1,24 +1,17 @@
 """Running a script in a fresh interpreter where `transformers_self1e` cannot be imported, as on a user's machine
 that only has torch and transformers: everything must come from a saved folder's remote code."""
 
+import inspect
 import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
-_BLOCK_PACKAGE = '''
-import sys
+from transformers_self1e.hub_upload import package_blocker
 
-
-class _BlockPackage:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "transformers_self1e":
-            raise ImportError("transformers_self1e is blocked in this test")
-
-
-sys.meta_path.insert(0, _BlockPackage())
-'''
+# The script of the subprocess starts with the blocker that `hub_upload/load_check.py` runs under.
+_BLOCK_PACKAGE = inspect.getsource(package_blocker) + "\nblock_package()\n"
 
 # What transformers prints when it asks whether to run a folder's code, and when it reads a folder's config with a
 # plain `PretrainedConfig` (what its `AutoTokenizer` falls back to after that question is refused or times out).

@@ -2,19 +2,17 @@
 
 import json
 import shutil
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 from helpers.pairs import random_image, tiny_model_and_processor
+from helpers.remote_code import run_without_package
 from huggingface_hub import ModelCard
 
 from transformers_self1e import Self1EForSegmentation, Self1EProcessor
 from transformers_self1e.hub_upload import export_hub_folder
 from transformers_self1e.hub_upload.__main__ import main as hub_main
-from transformers_self1e.hub_upload.hub_layout import MODELING_DIR, PIPELINE_FILE
+from transformers_self1e.hub_upload.hub_layout import MODELING_DIR
 from transformers_self1e.hub_upload.model_card import infer_base_model
 from transformers_self1e.presets import internvl3_2b_config, internvl3_8b_config, tiny_config
 
@@ -23,7 +21,6 @@ RESULTS = [
     {"dataset": "RefCOCO", "split": "val", "metric": "gIoU", "value": 82.5},
     {"dataset": "ReasonSeg", "split": "val", "metric": "gIoU", "value": 65.0},
 ]
-HAS_PIPELINE = (MODELING_DIR / PIPELINE_FILE).is_file()
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +59,14 @@ def test_folder_has_sharded_weights_config_processor_and_generation_config(expor
         "AutoProcessor": "processing_self1e.Self1EProcessor",
         "AutoImageProcessor": "image_processing_self1e.Self1EImageProcessor",
     }
-    if HAS_PIPELINE:
-        assert config["custom_pipelines"] == {
-            "image-segmentation": {
-                "impl": "pipeline_self1e.Self1EImageSegmentationPipeline",
-                "pt": ["AutoModel"],
-                "tf": [],
-                "type": "multimodal",
-            }
+    assert config["custom_pipelines"] == {
+        "image-segmentation": {
+            "impl": "pipeline_self1e.Self1EImageSegmentationPipeline",
+            "pt": ["AutoModel"],
+            "tf": [],
+            "type": "multimodal",
         }
+    }
     for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         assert (folder / name).is_file(), name
     assert (folder / "chat_template.jinja").read_text() == processor.chat_template
@@ -83,7 +79,7 @@ def test_remote_code_is_exactly_the_modeling_directory(exported):
     folder, _, _ = exported
     expected = {path.name: path.read_bytes() for path in MODELING_DIR.glob("*.py")}
     assert {path.name: path.read_bytes() for path in folder.glob("*.py")} == expected
-    assert "pipeline_self1e.py" in expected or not HAS_PIPELINE
+    assert "pipeline_self1e.py" in expected
 
 
 def test_model_card_metadata_usage_and_results(exported):
@@ -100,10 +96,8 @@ def test_model_card_metadata_usage_and_results(exported):
     }
     assert 'AutoModel.from_pretrained("someone/self1e-tiny", trust_remote_code=True' in card.text
     assert "model.segment(image, [" in card.text
-    assert ('pipeline("image-segmentation", model="someone/self1e-tiny", trust_remote_code=True)' in card.text) == (
-        HAS_PIPELINE
-    )
-    assert 'prompt="the red car on the left"' in card.text or not HAS_PIPELINE
+    assert 'pipeline("image-segmentation", model="someone/self1e-tiny", trust_remote_code=True)' in card.text
+    assert 'prompt="the red car on the left"' in card.text
     assert "| dataset | split | cIoU | gIoU |" in card.text
     assert "| RefCOCO | val | 81.23 | 82.5 |" in card.text and "| ReasonSeg | val | – | 65.0 |" in card.text
 
@@ -125,16 +119,7 @@ def test_folder_loads_in_a_fresh_process_without_the_package(exported, tmp_path)
         {"input_ids": inputs["input_ids"], "pred_masks": expected, "mask": segmented.masks[0], "threshold": threshold},
         tmp_path / "expected.pt",
     )
-    script = textwrap.dedent(
-        f"""
-        import sys
-
-        class BlockPackage:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "transformers_self1e":
-                    raise ImportError("transformers_self1e is blocked in this test")
-
-        sys.meta_path.insert(0, BlockPackage())
+    script = f"""
         import numpy as np
         import PIL.Image
         import torch
@@ -152,18 +137,13 @@ def test_folder_loads_in_a_fresh_process_without_the_package(exported, tmp_path)
             masks = model(**inputs).pred_masks
         for actual, wanted in zip(masks, expected["pred_masks"], strict=True):
             torch.testing.assert_close(actual, wanted, rtol=1e-5, atol=1e-5)
-        if {HAS_PIPELINE!r}:
-            segmenter = pipeline("image-segmentation", model=folder, trust_remote_code=True)
-            output = segmenter(image, prompt={prompts[0]!r}, threshold=expected["threshold"])
-            assert [entry["label"] for entry in output] == [{prompts[0]!r}]
-            assert torch.equal(torch.from_numpy(np.asarray(output[0]["mask"]) > 0), expected["mask"])
+        segmenter = pipeline("image-segmentation", model=folder, trust_remote_code=True)
+        output = segmenter(image, prompt={prompts[0]!r}, threshold=expected["threshold"])
+        assert [entry["label"] for entry in output] == [{prompts[0]!r}]
+        assert torch.equal(torch.from_numpy(np.asarray(output[0]["mask"]) > 0), expected["mask"])
         print("loaded")
         """
-    )
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env, timeout=300
-    )
+    result = run_without_package(script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("loaded")
 

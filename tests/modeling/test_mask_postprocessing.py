@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers.pairs import random_image, tiny_model_and_processor
 from torch.nn import functional as F
-from transformers_self1e.modeling import mask_postprocessing
+from transformers_self1e.modeling import Self1EImageProcessor, mask_postprocessing
 from transformers_self1e.modeling.mask_postprocessing import (
     BACKGROUND,
     CHUNK_BYTES_PER_PIXEL,
@@ -19,6 +19,7 @@ from transformers_self1e.modeling.mask_postprocessing import (
     label_map_from_logits,
     logits_to_prediction,
     logits_to_semantic_prediction,
+    resize_mask_logits,
 )
 
 SIZE = (12, 20)
@@ -167,6 +168,37 @@ def test_bad_threshold_and_budget():
         logits_to_prediction(canvas_logits(1.0), SIZE, max_chunk_bytes=0)
     with pytest.raises(ValueError, match=r"mask logits must be \(num_masks, height, width\), got shape \(6, 10\)"):
         logits_to_prediction(canvas_logits(1.0)[0], SIZE)
+
+
+def test_post_process_masks_threshold_is_a_probability():
+    # On a canvas of the output size, resizing is the identity: sigmoid(-2, 0.5, 1, 3) = 0.12, 0.62, 0.73, 0.95.
+    logits = [torch.tensor([[[-2.0, 0.5], [1.0, 3.0]]])]
+    processor = Self1EImageProcessor()
+    assert processor.post_process_masks(logits, [(2, 2)])[0].tolist() == [[[False, True], [True, True]]]
+    assert processor.post_process_masks(logits, [(2, 2)], threshold=0.7)[0].tolist() == [
+        [[False, False], [True, True]]
+    ]
+    assert processor.post_process_masks(logits, [(2, 2)], threshold=0.1)[0].tolist() == [[[True, True], [True, True]]]
+    for threshold in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="threshold must be a probability strictly between 0 and 1"):
+            processor.post_process_masks(logits, [(2, 2)], threshold=threshold)
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8])
+def test_post_process_masks_agrees_with_the_streamed_masks(threshold):
+    logits = varied_logits(6)
+    masks = Self1EImageProcessor().post_process_masks([logits], [(37, 53)], threshold=threshold)[0]
+    assert torch.equal(masks, reference_probabilities(logits, (37, 53)) > threshold)
+    assert torch.equal(masks, logits_to_prediction(logits, (37, 53), threshold=threshold).masks)
+
+
+def test_logits_are_resized_in_their_own_dtype():
+    logits = varied_logits(6).to(torch.bfloat16)
+    resized = resize_mask_logits(logits, (14, 18))
+    assert resized.dtype == torch.bfloat16
+    expected = F.interpolate(logits[:, None], size=(14, 18), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.equal(resized, expected)
+    assert resize_mask_logits(logits[:0], (14, 18)).shape == (0, 14, 18)
 
 
 # 64 masks of 1024 x 1024 pixels: resized in one pass, their float32 probabilities alone take 256 MiB, and the

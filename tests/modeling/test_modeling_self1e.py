@@ -1,5 +1,7 @@
 """Self1EForSegmentation: outputs, batching, ablation variants, dtypes, checkpointing, save/load and input errors."""
 
+import copy
+
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
@@ -52,7 +54,8 @@ def test_batched_masks_equal_one_by_one_masks() -> None:
 
 @pytest.mark.parametrize("same_size", [False, True], ids=["sizes-differ", "sizes-shared"])
 def test_mask_losses_are_a_per_sample_sum_divided_by_the_batch_size(same_size: bool) -> None:
-    model = tiny_model().train()
+    # Weights other than the defaults, so that a loss ignoring the config's weights would show.
+    model = tiny_model(bce_loss_weight=3.0, dice_loss_weight=0.25).train()
     specs = MIXED
     if same_size:
         # Samples whose predictions and masks share sizes (here the first and third) are scored together.
@@ -67,7 +70,9 @@ def test_mask_losses_are_a_per_sample_sum_divided_by_the_batch_size(same_size: b
     expected_dice = sum(single.mask_dice_loss for single in singles) / len(specs)
     torch.testing.assert_close(outputs.mask_bce_loss, expected_bce, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(outputs.mask_dice_loss, expected_dice, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(outputs.loss, 2.0 * outputs.mask_bce_loss + 0.5 * outputs.mask_dice_loss)
+    config = model.config
+    expected_loss = config.bce_loss_weight * outputs.mask_bce_loss + config.dice_loss_weight * outputs.mask_dice_loss
+    torch.testing.assert_close(outputs.loss, expected_loss)
 
 
 def test_vqa_only_batch_is_the_plain_internvl_causal_model() -> None:
@@ -305,3 +310,128 @@ class TestBadInputs:
             tiny_config(segmentation_attention="sideways")
         with pytest.raises(StrictDataclassError, match="downsample_ratio must be 1/k"):
             tiny_config(downsample_ratio=0.3)
+
+
+def shared_image_inputs(sample_images: list[int], grids: list[tuple[int, int]]) -> tuple[dict, dict]:
+    """Samples asking about images given once (`prompt_to_image`), and the same samples each with its own copy of its
+    image's tiles, as a plain batch lays them out."""
+    batch = make_batch(
+        [SampleSpec(grid=grids[image], n_seg=1 + sample % 2) for sample, image in enumerate(sample_images)]
+    )
+    generator = torch.Generator().manual_seed(7)
+    images = [torch.randn(rows * cols, 3, 112, 112, generator=generator) for rows, cols in grids]
+    text = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    once = {**text, "pixel_values": torch.cat(images), "tile_grids": grids, "prompt_to_image": sample_images}
+    per_sample = {
+        **text,
+        "pixel_values": torch.cat([images[image] for image in sample_images]),
+        "tile_grids": [grids[image] for image in sample_images],
+    }
+    return once, per_sample
+
+
+@pytest.mark.parametrize("feature_path", IMAGE_FEATURE_PATHS)
+@pytest.mark.parametrize("training", [False, True], ids=["banded-inference", "training-with-low-res"])
+def test_images_given_once_give_the_masks_of_images_given_per_sample(feature_path: str, training: bool) -> None:
+    # Prompts about one image share its vision features and the image-only part of the head; the masks, the losses
+    # and the logits must be those of the same image repeated for every prompt.
+    model = tiny_model(image_feature_path=feature_path)
+    once, per_sample = shared_image_inputs([0, 1, 0, 0, 2, 1], [(2, 1), (1, 1), (1, 3)])
+    gt_masks = None
+    if training:
+        generator = torch.Generator().manual_seed(1)
+        gt_masks = [(torch.rand(1 + sample % 2, 24, 24, generator=generator) > 0.5).float() for sample in range(6)]
+    with torch.no_grad():
+        shared = model(**once, gt_masks=gt_masks)
+        repeated = model(**per_sample, gt_masks=gt_masks)
+    for shared_masks, repeated_masks in zip(shared.pred_masks, repeated.pred_masks):
+        assert shared_masks.shape == repeated_masks.shape
+        torch.testing.assert_close(shared_masks, repeated_masks, rtol=0, atol=0)  # identical, not just close
+    torch.testing.assert_close(shared.logits, repeated.logits, rtol=0, atol=0)
+    if training:
+        torch.testing.assert_close(shared.loss, repeated.loss, rtol=0, atol=0)
+
+
+def test_the_image_only_part_of_the_head_runs_once_per_image() -> None:
+    model = tiny_model()
+    once, _ = shared_image_inputs([0, 0, 0, 1], [(1, 2), (1, 1)])
+    rows_seen = []
+    hook = model.seg_head.vision_unshuffle_mlp.register_forward_hook(
+        lambda module, args, output: rows_seen.append(args[0].shape[0])
+    )
+    try:
+        with torch.no_grad():
+            model(**once)
+    finally:
+        hook.remove()
+    # f_PUS on F_V1 and on the bands of F_V1^HQ: one canvas per distinct image of each tile grid, never one per prompt.
+    assert rows_seen and set(rows_seen) == {1}
+
+
+def test_processor_post_processing_keys_are_accepted_and_unused() -> None:
+    model = tiny_model()
+    batch = make_batch([SampleSpec(grid=(2, 1)), SampleSpec()])
+    extra = {
+        "num_tiles": torch.tensor([2, 1]),
+        "original_sizes": torch.tensor([[30, 20], [10, 10]]),
+        "sample_tile_indices": torch.tensor([2, 1, 0]),
+    }
+    with torch.no_grad():
+        plain = model(**batch.model_inputs())
+        with_extra = model(**batch.model_inputs(), **extra)
+    for a, b in zip(plain.pred_masks, with_extra.pred_masks):
+        assert torch.equal(a, b)
+
+
+def test_past_key_values_is_the_deprecated_name_of_cache() -> None:
+    model = tiny_model()
+    batch = make_batch([SampleSpec(n_seg=0)])
+    prompt, next_token = batch.input_ids[:, :-1], batch.input_ids[:, -1:]
+    with torch.no_grad():
+        prefix = model(input_ids=prompt, pixel_values=batch.pixel_values, use_cache=True)
+        expected = model(input_ids=next_token, cache=copy.deepcopy(prefix.cache)).logits
+        with pytest.warns(FutureWarning, match="past_key_values"):
+            renamed = model(input_ids=next_token, past_key_values=copy.deepcopy(prefix.cache)).logits
+    torch.testing.assert_close(renamed, expected)
+    full = model(**batch.model_inputs()).logits[:, -1:]
+    torch.testing.assert_close(expected, full, rtol=1e-4, atol=1e-4)
+
+
+class TestBadImageInputs:
+    def setup_method(self) -> None:
+        self.model = tiny_model()
+        self.once, _ = shared_image_inputs([0, 1, 0], [(2, 1), (1, 1)])
+
+    def run(self, **overrides):
+        with torch.no_grad():
+            return self.model(**{**self.once, **overrides})
+
+    def test_prompt_to_image_of_the_wrong_length(self) -> None:
+        with pytest.raises(ValueError, match="prompt_to_image has 2 entries for a batch of 3 samples"):
+            self.run(prompt_to_image=[0, 1])
+
+    def test_prompt_to_image_naming_a_missing_image(self) -> None:
+        with pytest.raises(ValueError, match="prompt_to_image\\[1\\] is 2, but there are 2 images"):
+            self.run(prompt_to_image=[0, 2, 0])
+
+    def test_prompt_to_image_naming_an_image_of_another_size(self) -> None:
+        with pytest.raises(ValueError, match="sample 1 has 16 image tokens, but its image 0 has 32"):
+            self.run(prompt_to_image=[0, 0, 0])
+
+    def test_pixel_values_and_image_features_together(self) -> None:
+        features = self.model.get_segmentation_image_features(self.once["pixel_values"])
+        with pytest.raises(ValueError, match="as pixel_values or as their image_features, not both"):
+            self.run(image_features=features)
+
+    def test_get_image_features_is_transformers_standard(self) -> None:
+        pixel_values = self.once["pixel_values"]
+        with torch.no_grad():
+            standard = self.model.get_image_features(pixel_values, return_dict=True)
+            as_tuple = self.model.get_image_features(pixel_values, return_dict=False)
+            own = self.model.get_segmentation_image_features(pixel_values)
+            internvl = self.model.model.get_image_features(pixel_values=pixel_values, return_dict=True)
+        torch.testing.assert_close(standard.pooler_output, internvl.pooler_output, rtol=0, atol=0)
+        torch.testing.assert_close(own.projected_features, internvl.pooler_output, rtol=0, atol=0)
+        assert isinstance(as_tuple, tuple)
+        vit_side = self.model.config.vit_grid_size
+        assert own.high_res_features.shape == (pixel_values.shape[0], vit_side**2, 64)

@@ -89,6 +89,22 @@ def test_batches_give_the_outputs_of_one_image_at_a_time(saved, query):
             assert entry["score"] == pytest.approx(expected["score"], abs=1e-6)
 
 
+def test_a_batch_runs_the_vision_tower_once(saved):
+    folder, _, _ = saved
+    segmenter = pipeline("image-segmentation", model=str(folder), trust_remote_code=True)
+    calls = []
+    hook = segmenter.model.model.vision_tower.register_forward_hook(lambda *args: calls.append(args))
+    images = [random_image(50, 70, seed=1), random_image(120, 40, seed=2), random_image(30, 30, seed=3)]
+    try:
+        segmenter(images, prompts=["a dog", "the cat"], batch_size=2)
+        assert len(calls) == 2  # a batch of two images, then one
+        calls.clear()
+        segmenter(images, prompts=["a dog", "the cat"])
+        assert len(calls) == 3
+    finally:
+        hook.remove()
+
+
 def test_bad_options_are_refused_before_the_model_runs(saved):
     folder, _, _ = saved
     segmenter = pipeline("image-segmentation", model=str(folder), trust_remote_code=True)

@@ -1,5 +1,8 @@
 """`segment()`, semantic maps, chat-then-segment, and the errors users get for bad input."""
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -9,6 +12,8 @@ from torch.nn import functional as F
 
 from transformers_self1e import Self1EForSegmentation
 from transformers_self1e.modeling.predictor import Self1EPredictor
+
+MODELING_DIR = Path(__file__).resolve().parents[2] / "modeling"
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +100,7 @@ def test_masks_and_scores_are_those_of_all_logits_resized_at_once(contrasted_pai
     image, prompts, size = random_image(97, 131, seed=4), ["the red car", "a dog", "the cat"], (97, 131)
     predictor = Self1EPredictor(model, processor, max_postprocess_bytes=1)
     result = predictor.segment(image, prompts, threshold=0.75)
-    logits = torch.cat(predictor._mask_logits(processor.prepare_segmentation_inputs(image, prompts), False))
+    logits = torch.cat(predictor.mask_logits(processor.prepare_segmentation_inputs(image, prompts)))
     probabilities = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[:, 0].sigmoid()
     masks = probabilities > 0.75
     areas = masks.flatten(1).sum(-1)
@@ -183,6 +188,55 @@ def test_segment_finds_the_processor_saved_with_the_model(tmp_path):
     loaded = Self1EForSegmentation.from_pretrained(tmp_path)
     image = random_image(40, 60)
     assert torch.equal(loaded.segment(image, "a dog").masks, model.segment(image, "a dog", processor=processor).masks)
+
+
+def test_a_processor_passed_once_does_not_become_the_default(tmp_path):
+    model, saved_processor = tiny_model_and_processor(image_kwargs={"max_tiles": 4})
+    with torch.no_grad():
+        for parameter in model.seg_head.parameters():  # a fresh head gives 0.5 everywhere, whatever the tiles
+            parameter.normal_(std=0.16, generator=torch.Generator().manual_seed(0))
+    model.save_pretrained(tmp_path)
+    saved_processor.save_pretrained(tmp_path)
+    loaded = Self1EForSegmentation.from_pretrained(tmp_path)
+    one_tile = tiny_model_and_processor(image_kwargs={"max_tiles": 1})[1]
+    image = random_image(60, 200)
+    with_one_tile = loaded.segment(image, "a dog", processor=one_tile, return_probabilities=True)
+    with_saved = loaded.segment(image, "a dog", return_probabilities=True)
+    expected = model.segment(image, "a dog", processor=saved_processor, return_probabilities=True)
+    assert torch.equal(with_saved.probabilities, expected.probabilities)
+    assert not torch.equal(with_one_tile.probabilities, with_saved.probabilities)  # the tiles make a difference
+    assert loaded.predictor().processor is not loaded.predictor().processor
+    assert not [name for name, value in vars(loaded).items() if "processor" in type(value).__name__.lower()]
+
+
+def test_a_model_not_loaded_from_a_folder_asks_for_a_processor():
+    model, _ = tiny_model_and_processor()
+    with pytest.raises(ValueError, match="not loaded from a folder: pass processor="):
+        model.segment(random_image(20, 20), "a dog")
+
+
+def relative_imports(path: Path) -> set[str]:
+    """The sibling modules `path` imports, wherever in the file (`if TYPE_CHECKING:` blocks and functions too)."""
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            imported.add(node.module)
+    return imported
+
+
+def test_the_modeling_modules_import_each_other_without_a_cycle():
+    graph = {path.stem: relative_imports(path) for path in MODELING_DIR.glob("*.py") if path.stem != "__init__"}
+
+    def reachable(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for module in graph[todo.pop()] - seen:
+                seen.add(module)
+                todo.append(module)
+        return seen
+
+    assert "predictor" in graph["modeling_self1e"] and "modeling_self1e" not in reachable("predictor")
+    assert [module for module in graph if module in reachable(module)] == []
 
 
 class TestBadInput:

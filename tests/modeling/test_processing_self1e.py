@@ -719,6 +719,25 @@ def test_many_prompts_per_image_process_each_image_once():
     torch.testing.assert_close(inputs["input_ids"], repeated["input_ids"])
 
 
+def test_merged_inputs_equal_preparing_all_images_at_once():
+    processor = make_processor(max_tiles=4)
+    square, small = PIL.Image.fromarray(random_rgb(224, 224)), PIL.Image.fromarray(random_rgb(40, 56, seed=1))
+    wide = PIL.Image.fromarray(random_rgb(112, 224, seed=2))
+    prompts = [["the red car", "a dog"], "the sky on the left of the picture", ["a", "b", "c"]]
+    together = processor.prepare_segmentation_inputs([square, small, wide], prompts)
+    one_by_one = [
+        processor.prepare_segmentation_inputs(image, entry) for image, entry in zip([square, small, wide], prompts)
+    ]
+    merged = processor.merge_segmentation_inputs(one_by_one)
+    assert merged.keys() == together.keys()
+    for key in together:
+        assert torch.equal(merged[key], together[key]), key
+    # The images' prompts differ in length, so merging had to pad them as the tokenizer does.
+    assert len({batch["input_ids"].shape[1] for batch in one_by_one}) > 1
+    with pytest.raises(ValueError, match="batches is empty"):
+        processor.merge_segmentation_inputs([])
+
+
 def test_inputs_drive_the_model_and_image_features_can_be_reused():
     from transformers_self1e.modeling import Self1EImageFeatures
 
@@ -740,7 +759,7 @@ def test_inputs_drive_the_model_and_image_features_can_be_reused():
     text_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
     with torch.no_grad():
         plain = model(**text_inputs, pixel_values=expanded["pixel_values"], tile_grids=expanded["tile_grids"])
-        features = model.get_image_features(inputs["pixel_values"])
+        features = model.get_segmentation_image_features(inputs["pixel_values"])
         tiles = inputs["sample_tile_indices"]
         reused = model(
             **text_inputs,
@@ -814,20 +833,15 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_remote_code_files_import_only_allowed_packages():
-    # huggingface_hub: a dependency of transformers itself.
-    allowed = {
-        "torch",
-        "transformers",
-        "huggingface_hub",
-        "numpy",
-        "PIL",
-        "random",
-        "re",
-        "os",
-        "urllib",
-        "contextlib",
-    }
-    for name in ("image_processing_self1e.py", "processing_self1e.py"):
+    # The standard library, and what transformers needs anyway (huggingface_hub is a dependency of transformers).
+    allowed = set(sys.stdlib_module_names) | {"torch", "transformers", "huggingface_hub", "numpy", "PIL"}
+    for name in (
+        "image_processing_self1e.py",
+        "processing_self1e.py",
+        "prompts_self1e.py",
+        "predictor.py",
+        "pipeline_self1e.py",
+    ):
         tree = ast.parse((MODELING_DIR / name).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

@@ -52,7 +52,7 @@ def test_high_res_masks_put_each_tile_at_its_grid_position(rows: int, cols: int)
     with torch.no_grad():
         outputs = model(**batch.model_inputs(), output_hidden_states=True)
         mask = outputs.pred_masks[0][0]
-        features = model.get_image_features(batch.pixel_values).high_res_features
+        features = model.get_segmentation_image_features(batch.pixel_values).high_res_features
         seg_position = int((batch.input_ids[0] == 93).nonzero()[0, 0]) - 1
         seg = model.seg_head.embed_seg(outputs.hidden_states[-1][0, seg_position])
         side = model.config.vit_grid_size
@@ -73,7 +73,7 @@ def test_default_masks_follow_the_stitched_canvas(rows: int, cols: int) -> None:
     head = model.seg_head
     with torch.no_grad():
         outputs = model(**batch.model_inputs(), output_hidden_states=True)
-        image = model.get_image_features(batch.pixel_values)
+        image = model.get_segmentation_image_features(batch.pixel_values)
         hidden = outputs.hidden_states[-1][0]
         llm_tokens = hidden[batch.input_ids[0] == 90]
         llm_side, vit_side = model.config.llm_grid_size, model.config.vit_grid_size
@@ -89,7 +89,7 @@ def test_default_masks_follow_the_stitched_canvas(rows: int, cols: int) -> None:
         llm = by_hand(llm_tokens.view(rows * cols, -1, llm_tokens.shape[-1]), llm_side)
         projected = by_hand(image.projected_features, llm_side)
         high_res = by_hand(image.high_res_features, vit_side)
-        embeddings, _ = head.embed_image(llm, projected, high_res)
+        embeddings = head.output_mlp.fc2(head.image_hidden_states(llm, projected, high_res)[0])
         seg_position = int((batch.input_ids[0] == 93).nonzero()[0, 0]) - 1
         seg = head.embed_seg(hidden[seg_position])
         expected = (embeddings[0] @ seg) * head.scale

@@ -13,7 +13,6 @@ from transformers_self1e.modeling.configuration_self1e import SEGMENTATION_ATTEN
 from transformers_self1e.modeling.image_processing_self1e import Self1EImageProcessor
 from transformers_self1e.modeling.processing_self1e import Self1EProcessor
 
-from transformers_self1e import build_segmentation_attention_mask
 from transformers_self1e.data import encode_rle, make_synthetic_referring_dataset, rows_to_dataset, segmentation_row
 from transformers_self1e.training import IGNORE_INDEX, Self1EDataCollator, collate_token_layout
 
@@ -71,15 +70,36 @@ def mixed_samples() -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def attention_by_definition(
+    input_ids: torch.Tensor, padding_mask: torch.Tensor, image_id: int, seg_id: int, variant: str
+) -> torch.Tensor:
+    """The `(batch, 1, length, length)` mask written out from the variants' definitions (paper Table 7): a real key
+    is seen causally and, in a sample with `[SEG]`, also by the queries the variant opens it to."""
+    length = input_ids.shape[1]
+    position = torch.arange(length)
+    expected = []
+    for ids, is_real in zip(input_ids, padding_mask.bool()):
+        image, seg = ids == image_id, ids == seg_id
+        opened = {
+            "causal": torch.zeros(length, length, dtype=torch.bool),
+            "bidirectional_image": image[:, None] & image[None, :],
+            "bidirectional_image_with_seg": image[:, None] & (image | seg)[None, :],
+            "bidirectional": torch.ones(length, length, dtype=torch.bool),
+        }[variant]
+        sees = (position[None, :] <= position[:, None]) | (opened & seg.any())
+        expected.append(sees & is_real[None, :])
+    return torch.stack(expected)[:, None]
+
+
 @pytest.mark.parametrize("variant", SEGMENTATION_ATTENTIONS)
 def test_4d_mask_is_the_segmentation_attention_mask_of_the_variant(processor, variant):
     padded = Self1EDataCollator(processor)(mixed_samples())
     prepared = Self1EDataCollator(processor, segmentation_attention=variant)(mixed_samples())
     assert padded["attention_mask"].ndim == 2 and prepared["attention_mask"].dtype == torch.bool
-    expected = build_segmentation_attention_mask(
+    expected = attention_by_definition(
         padded["input_ids"], padded["attention_mask"], processor.image_token_id, processor.seg_token_id, variant
     )
-    torch.testing.assert_close(prepared["attention_mask"], expected)
+    assert torch.equal(prepared["attention_mask"], expected)
     # The padding mask is the diagonal; padding keys are never attended.
     diagonal = prepared["attention_mask"][:, 0].diagonal(dim1=-2, dim2=-1)
     torch.testing.assert_close(diagonal.long(), padded["attention_mask"])
@@ -191,8 +211,8 @@ def test_mixed_batch_contents_and_forward_backward(processor):
     assert model.lm_head.weight.grad.abs().sum() > 0
 
 
-def test_image_kwargs_and_thumbnails(processor):
-    collator = Self1EDataCollator(processor, image_kwargs={"max_tiles": 2, "use_thumbnail": True})
+def test_images_kwargs_and_thumbnails(processor):
+    collator = Self1EDataCollator(processor, images_kwargs={"max_tiles": 2, "use_thumbnail": True})
     batch = collator([{"image": rgb(40, 120), "expression": "a cat", "masks": [np.ones((40, 120))]}])
     assert batch["tile_grids"].tolist() == [[1, 2]] and batch["has_thumbnail"].tolist() == [True]
     assert batch["pixel_values"].shape[0] == 3

@@ -36,9 +36,10 @@ from torch import nn
 from transformers import AutoTokenizer
 
 from ..modeling import Self1EConfig, Self1EProcessor, Self1ESegmentationHead
+from ..modeling.prompts_self1e import IMAGE_CONTEXT_TOKEN
 from .checkpoint_files import checkpoint_shards
 from .folder_writer import NewWeights, TensorConverter, write_converted_folder
-from .reference import IMAGE_CONTEXT_TOKEN, added_token_ids, convert_reference_tensor, self1e_config_from_reference
+from .reference import added_token_ids, convert_reference_tensor, self1e_config_from_reference
 
 HF_LAYOUT = "internvl"
 ORIGINAL_LAYOUT = "internvl_chat"

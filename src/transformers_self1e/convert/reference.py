@@ -15,12 +15,10 @@ import torch
 from transformers import CONFIG_MAPPING
 
 from ..modeling import Self1EConfig
+from ..modeling.prompts_self1e import IMAGE_CONTEXT_TOKEN, SEG_TOKEN
 from .checkpoint_files import checkpoint_shards, read_header
 from .folder_writer import write_converted_folder
 from .lora import LoraMerger, load_lora_adapter
-
-IMAGE_CONTEXT_TOKEN = "<IMG_CONTEXT>"
-SEG_TOKEN = "[SEG]"
 
 _LLM_TYPES = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3_moe"}
 

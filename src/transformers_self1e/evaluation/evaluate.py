@@ -18,7 +18,6 @@ from transformers.utils import logging
 
 from ..data.masks import to_binary_mask
 from ..data.synthetic import SyntheticConfig, SyntheticReferringRows, object_pixels
-from ..modeling.mask_postprocessing import resize_mask_logits
 from .metrics import ReferringSegmentationMetrics
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ def evaluate_referring(
     *,
     threshold: float = 0.5,
     breakdown_columns: Sequence[str] = BREAKDOWN_COLUMNS,
-    image_kwargs: dict | None = None,
+    images_kwargs: dict | None = None,
     show_progress: bool = False,
 ) -> dict:
     """Segments every target of `dataset` with `model.segment` and scores the masks (`ReferringSegmentationMetrics`).
@@ -59,7 +58,7 @@ def evaluate_referring(
         dataset: rows with an `image` and their targets (see [`referring_targets`]).
         threshold: probability above which a pixel is inside a mask.
         breakdown_columns: columns whose values split the metrics too, where the dataset has them.
-        image_kwargs: image processor overrides, e.g. `{"max_tiles": 4}`.
+        images_kwargs: image processor overrides, e.g. `{"max_tiles": 4}`.
         show_progress: show a progress bar over the rows.
 
     Returns:
@@ -70,7 +69,7 @@ def evaluate_referring(
 
     def segment(row: Mapping, targets: list[tuple[str, Any]]) -> torch.Tensor:
         expressions = [expression for expression, _ in targets]
-        kwargs = image_kwargs or {}
+        kwargs = images_kwargs or {}
         return model.segment(row["image"], expressions, processor=processor, threshold=threshold, **kwargs).masks
 
     report = score_referring(dataset, segment, breakdown_columns, show_progress)
@@ -85,29 +84,48 @@ def score_referring(
 ) -> dict:
     """Scores the masks `predict(row, targets)` gives for each row's targets (see [`referring_targets`]), as
     [`evaluate_referring`] does: `metrics`, `breakdown` (`{column: {value: metrics}}`) and `num_images`."""
-    overall = ReferringSegmentationMetrics()
-    groups: dict[str, dict[Any, ReferringSegmentationMetrics]] = {}
-    num_images = 0
+    scores = ReferringScores(breakdown_columns)
     for row in logging.tqdm(dataset, desc="evaluating", unit="image", disable=not show_progress):
         targets = referring_targets(row)
-        if not targets:
-            continue
-        num_images += 1
-        for (_, mask), prediction in zip(targets, predict(row, targets)):
-            gt = to_binary_mask(mask)
-            overall.update(prediction, gt)
-            for column in breakdown_columns:
+        if targets:
+            scores.add_row(row, predict(row, targets), [to_binary_mask(mask) for _, mask in targets])
+    return scores.compute()
+
+
+class ReferringScores:
+    """The metrics of a report being built row by row: overall, and per value of each breakdown column a row has.
+
+    Args:
+        breakdown_columns: columns whose values split the metrics too, where a row has them.
+    """
+
+    def __init__(self, breakdown_columns: Sequence[str] = BREAKDOWN_COLUMNS):
+        self.breakdown_columns = breakdown_columns
+        self.overall = ReferringSegmentationMetrics()
+        self.groups: dict[str, dict[Any, ReferringSegmentationMetrics]] = {}
+        self.num_images = 0
+
+    def add_row(self, row: Mapping, predictions: Sequence[torch.Tensor], gts: Sequence[torch.Tensor]) -> None:
+        """Scores the predicted masks of one image's targets against their ground truths (`to_binary_mask`), in
+        order; `row` gives the image's breakdown values."""
+        self.num_images += 1
+        for prediction, gt in zip(predictions, gts):
+            self.overall.update(prediction, gt)
+            for column in self.breakdown_columns:
                 if column in row:
-                    group = groups.setdefault(column, defaultdict(ReferringSegmentationMetrics))
+                    group = self.groups.setdefault(column, defaultdict(ReferringSegmentationMetrics))
                     group[row[column]].update(prediction, gt)
-    return {
-        "metrics": overall.compute(),
-        "breakdown": {
-            column: {value: metrics.compute() for value, metrics in sorted(values.items())}
-            for column, values in groups.items()
-        },
-        "num_images": num_images,
-    }
+
+    def compute(self) -> dict:
+        """`metrics`, `breakdown` (`{column: {value: metrics}}`) and `num_images`, as [`score_referring`] reports."""
+        return {
+            "metrics": self.overall.compute(),
+            "breakdown": {
+                column: {value: metrics.compute() for value, metrics in sorted(values.items())}
+                for column, values in self.groups.items()
+            },
+            "num_images": self.num_images,
+        }
 
 
 def evaluate_text_blind(dataset: "datasets.Dataset | Sequence[Mapping]") -> dict:
@@ -126,12 +144,8 @@ def evaluate_mask_grid(dataset: "datasets.Dataset | Sequence[Mapping]", grid_siz
     such a grid can do)."""
 
     def through_grid(row: Mapping, targets: list[tuple[str, Any]]) -> list[torch.Tensor]:
-        predictions = []
-        for _, mask in targets:
-            target = to_binary_mask(mask)
-            shares = F.adaptive_avg_pool2d(target[None, None], grid_size)[0]
-            predictions.append(resize_mask_logits(shares - 0.5, tuple(target.shape))[0] > 0)
-        return predictions
+        # Floating predictions are logits: the metrics resize them to the ground truth and threshold them at 0.
+        return [F.adaptive_avg_pool2d(to_binary_mask(mask)[None], grid_size)[0] - 0.5 for _, mask in targets]
 
     return score_referring(dataset, through_grid)
 
@@ -204,6 +218,7 @@ def load_evaluation_dataset(
 
 __all__ = [
     "BREAKDOWN_COLUMNS",
+    "ReferringScores",
     "evaluate_referring",
     "load_evaluation_dataset",
     "parse_dataset_spec",

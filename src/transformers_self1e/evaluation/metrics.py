@@ -18,7 +18,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ..modeling.mask_postprocessing import resize_mask_logits
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -54,7 +55,8 @@ def _check_values(tensor: torch.Tensor, name: str, allowed: set[int], descriptio
 
 
 def logits_to_mask(logits: ArrayLike, size: Sequence[int]) -> torch.Tensor:
-    """Binary masks from mask logits: bilinear resize to `size`, then `logits > 0`.
+    """Binary masks from mask logits: bilinear resize to `size` (`resize_mask_logits`, the model's own), then
+    `logits > 0`.
 
     As in the reference (`F.interpolate(..., mode="bilinear", align_corners=False)` to the ground-truth size, then
     `pred > 0`), a logit of exactly 0 is background. The resize keeps the logits' floating dtype.
@@ -74,7 +76,7 @@ def logits_to_mask(logits: ArrayLike, size: Sequence[int]) -> torch.Tensor:
         raise ValueError(f"size must be (height, width) with positive sides, got {size}")
     batch = _as_batch(tensor, "logits")
     if tuple(batch.shape[-2:]) != size:
-        batch = F.interpolate(batch.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+        batch = resize_mask_logits(batch, size)
     masks = batch > 0
     return masks if tensor.dim() == 3 else masks[0]
 

@@ -1,10 +1,11 @@
-"""Fine-tuning SELF1E with transformers' Trainer or TRL, LoRA through PEFT.
+"""Fine-tuning SELF1E with transformers' Trainer or TRL, LoRA through PEFT, and growing a model between stages.
 
 `Self1ESFTTrainer` needs `trl`, which is imported on first use of the name.
 """
 
 from .collator import IGNORE_INDEX, Self1EDataCollator, collate_token_layout
 from .lora import PAPER_RECIPES, apply_lora, save_self1e, self1e_lora_config
+from .model_growth import add_grid_position_code, deepen_language_model, grid_position_code
 from .trainer import Self1ETrainer, Self1ETrainerMixin
 
 
@@ -23,8 +24,11 @@ __all__ = [
     "Self1ESFTTrainer",
     "Self1ETrainer",
     "Self1ETrainerMixin",
+    "add_grid_position_code",
     "apply_lora",
     "collate_token_layout",
+    "deepen_language_model",
+    "grid_position_code",
     "save_self1e",
     "self1e_lora_config",
 ]

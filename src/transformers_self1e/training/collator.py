@@ -102,7 +102,7 @@ class Self1EDataCollator:
             for a prepared 4D mask; `None` for the 2D padding mask.
         max_length (`int`, *optional*): sequences are cut to this many tokens; masks of `[SEG]` tokens cut away are
             dropped, and cutting into an image's tokens is an error.
-        image_kwargs (`dict`, *optional*): image processor overrides, e.g. `{"max_tiles": 4}`.
+        images_kwargs (`dict`, *optional*): image processor overrides, e.g. `{"max_tiles": 4}`.
     """
 
     def __init__(
@@ -110,7 +110,7 @@ class Self1EDataCollator:
         processor: Self1EProcessor,
         segmentation_attention: str | None = None,
         max_length: int | None = None,
-        image_kwargs: dict | None = None,
+        images_kwargs: dict | None = None,
     ):
         if segmentation_attention is not None and segmentation_attention not in SEGMENTATION_ATTENTIONS:
             raise ValueError(
@@ -123,7 +123,7 @@ class Self1EDataCollator:
         self.processor = processor
         self.segmentation_attention = segmentation_attention
         self.max_length = max_length
-        self.image_kwargs = dict(image_kwargs or {})
+        self.images_kwargs = dict(images_kwargs or {})
 
     @classmethod
     def from_model_config(cls, processor: Self1EProcessor, config, **kwargs) -> "Self1EDataCollator":
@@ -218,7 +218,7 @@ class Self1EDataCollator:
                 f"{'an image' if image is not None else 'no image'}; give one image item per image, the image itself "
                 "as the sample's `image`"
             )
-        processor_kwargs = dict(self.image_kwargs)
+        processor_kwargs = dict(self.images_kwargs)
         if image is not None:
             processor_kwargs["images"] = [image]
         inputs = self.processor.apply_chat_template(
@@ -268,7 +268,7 @@ class Self1EDataCollator:
         image_inputs = None
         expected_image_tokens = 0
         if image is not None:
-            image_inputs = self.processor.image_processor([image], return_tensors="pt", **self.image_kwargs)
+            image_inputs = self.processor.image_processor([image], return_tensors="pt", **self.images_kwargs)
             image_inputs = {key: image_inputs[key] for key in IMAGE_INPUT_KEYS}
             expected_image_tokens = image_inputs["pixel_values"].shape[0] * self.processor.image_seq_length
         image_tokens = int((input_ids == self.processor.image_token_id).sum())

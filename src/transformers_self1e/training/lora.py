@@ -7,9 +7,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from ..modeling import Self1EForSegmentation
 
-LANGUAGE_MODEL_LINEARS = (
-    r"model\.language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
-)
+LANGUAGE_MODEL_LINEARS = r"model\.language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
 VISION_TOWER_LINEARS = (
     r"model\.vision_tower\.encoder\.layer\.\d+\.(attention\.(q_proj|k_proj|v_proj|projection_layer)|mlp\.(fc1|fc2))"
 )
@@ -45,7 +43,9 @@ def self1e_lora_config(
     The segmentation head and projector train fully; `new_token_ids` (e.g. `[SEG]` and the image tokens added to a
     base tokenizer) get trainable rows in the input embeddings and the LM head, without unfreezing the whole vocabulary.
     """
-    pattern = LANGUAGE_MODEL_LINEARS if not train_vision_tower else f"({LANGUAGE_MODEL_LINEARS}|{VISION_TOWER_LINEARS})"
+    pattern = (
+        LANGUAGE_MODEL_LINEARS if not train_vision_tower else f"({LANGUAGE_MODEL_LINEARS}|{VISION_TOWER_LINEARS})"
+    )
     token_rows = None
     if new_token_ids:
         token_rows = {"embed_tokens": list(new_token_ids), "lm_head": list(new_token_ids)}

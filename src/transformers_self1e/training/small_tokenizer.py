@@ -8,8 +8,9 @@ from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 from transformers import AddedToken, Qwen2Tokenizer
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
+from ..modeling.prompts_self1e import CHAT_CONTROL_TOKENS as CHAT_TOKENS
+
 PAD_TOKEN = "<|endoftext|>"
-CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
 
 
 def train_small_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> Qwen2Tokenizer:

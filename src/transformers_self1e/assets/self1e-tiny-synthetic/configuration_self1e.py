@@ -106,6 +106,7 @@ class Self1EConfig(InternVLConfig):
 
     @property
     def tile_size(self) -> int:
+        """Side of a square image tile in pixels."""
         return int(self.vision_config.image_size[0])
 
     @property
@@ -125,6 +126,7 @@ class Self1EConfig(InternVLConfig):
 
     @property
     def image_tokens_per_tile(self) -> int:
+        """Image tokens the language model reads for one tile."""
         return self.llm_grid_size**2
 
     @property
@@ -137,14 +139,7 @@ class Self1EConfig(InternVLConfig):
         return self.vit_grid_size
 
     def validate_segmentation_settings(self):
-        if self.image_feature_path not in IMAGE_FEATURE_PATHS:
-            raise ValueError(
-                f"image_feature_path must be one of {IMAGE_FEATURE_PATHS}, got {self.image_feature_path!r}"
-            )
-        if self.segmentation_attention not in SEGMENTATION_ATTENTIONS:
-            raise ValueError(
-                f"segmentation_attention must be one of {SEGMENTATION_ATTENTIONS}, got {self.segmentation_attention!r}"
-            )
+        """Checks what the field types cannot express (the strict dataclass already checks the `Literal` fields)."""
         factor = 1 / self.downsample_ratio
         if factor != round(factor) or factor < 1:
             raise ValueError(f"downsample_ratio must be 1/k for an integer k, got {self.downsample_ratio}")

@@ -25,7 +25,7 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import TensorType
 
-from .mask_postprocessing import check_finite_mask_logits, resize_mask_logits
+from .mask_postprocessing import check_finite_mask_logits, resize_mask_logits, threshold_logit
 
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 # Far above the tile counts InternVL models are used with; the grid search is quadratic in it.
@@ -249,33 +249,42 @@ class Self1EImageProcessor(GotOcr2ImageProcessorPil):
         self,
         pred_masks: "list[torch.Tensor]",
         original_sizes: "torch.Tensor | list[tuple[int, int]]",
-        threshold: float | None = 0.0,
+        threshold: float | None = 0.5,
     ) -> "list[torch.Tensor]":
         """
-        Resizes mask logits on the stitched tile canvas back to the input images.
+        Resizes mask logits on the stitched tile canvas back to the input images. The canvas covers the whole image
+        (the image was resized to the tile grid), so it is resized straight to the original size, bilinearly
+        (`align_corners=False`, `resize_mask_logits`). For many masks, `logits_to_prediction` (in
+        `mask_postprocessing`, as both) bounds the memory and also scores the masks.
 
         Args:
-            pred_masks (`list[torch.Tensor]`): per sample, `(num_masks, height, width)` mask logits (the model's
-                `pred_masks`). The canvas covers the whole image (the image was resized to the tile grid), so it is
-                resized straight to the original size, bilinearly (`align_corners=False`).
-            original_sizes: per sample, the `(height, width)` of its image (`original_sizes[prompt_to_image]` when
-                several prompts share an image).
-            threshold (`float` or `None`, defaults to 0.0): logits above it are foreground; `None` returns the
-                resized logits instead of boolean masks.
+            pred_masks (`list[torch.Tensor]`):
+                Per sample (row of the batch), its `(num_masks, height, width)` mask logits: the model's
+                `pred_masks`.
+            original_sizes (`torch.Tensor` or `list[tuple[int, int]]`):
+                Per sample, the `(height, width)` of its image (`original_sizes[prompt_to_image]` when the processor
+                made one sample per prompt of an image).
+            threshold (`float` or `None`, *optional*, defaults to 0.5):
+                Probability above which a pixel is inside a mask (`sigmoid(logit) > threshold`; 0.5 is `logit > 0`),
+                strictly between 0 and 1, as in `segment()`. `None` returns the resized logits instead of masks.
 
-        A thin wrapper of `mask_postprocessing.resize_mask_logits`; `logits_to_prediction` there also gives scores.
+        Returns:
+            `list[torch.Tensor]`: per sample, `(num_masks, *original_size)` boolean masks, or float32 logits when
+            `threshold` is `None`.
 
         Raises:
-            ValueError: a sample's logits hold NaN or infinity (thresholded, they would read as empty masks).
+            ValueError: a sample's logits hold NaN or infinity (thresholded, they would read as empty masks),
+                `original_sizes` does not have one entry per sample, or `threshold` is not a probability.
         """
         sizes = original_sizes.tolist() if isinstance(original_sizes, torch.Tensor) else list(original_sizes)
         if len(sizes) != len(pred_masks):
             raise ValueError(f"original_sizes has {len(sizes)} entries for {len(pred_masks)} samples of pred_masks")
+        logit_threshold = None if threshold is None else threshold_logit(threshold)
         results = []
         for logits, (height, width) in zip(pred_masks, sizes):
             check_finite_mask_logits(logits)
-            resized = resize_mask_logits(logits, (int(height), int(width)))
-            results.append(resized if threshold is None else resized > threshold)
+            resized = resize_mask_logits(logits.float(), (int(height), int(width)))
+            results.append(resized if logit_threshold is None else resized > logit_threshold)
         return results
 
 

@@ -1,15 +1,24 @@
 """Processor of SELF1E: InternVL tiling + a Qwen2.5 tokenizer + the chat template of the released checkpoints."""
 
 import random
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 from transformers import AddedToken
 from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import logging
 
 from .image_processing_self1e import Self1EImageProcessor, option_type_errors
+from .mask_postprocessing import (
+    DEFAULT_MAX_CHUNK_BYTES,
+    MaskPrediction,
+    logits_to_prediction,
+    logits_to_semantic_prediction,
+)
 from .prompts_self1e import (
     CHAT_CONTROL_TOKENS,
     IMAGE_CONTEXT_TOKEN,
@@ -63,7 +72,7 @@ class Self1EProcessor(ProcessorMixin):
         self.image_seq_length = image_seq_length
         # Without its vocabulary files a tokenizer still loads, holding its special tokens only: say so now rather
         # than as a disagreement about <IMG_CONTEXT> later.
-        if len(tokenizer.get_vocab()) <= len(tokenizer.get_added_vocab()):
+        if len(tokenizer) <= len(tokenizer.get_added_vocab()):
             raise ValueError(
                 f"the tokenizer of {tokenizer.name_or_path or 'this processor'} has no vocabulary, only its added "
                 "tokens: tokenizer.json (or vocab.json and merges.txt) is missing"
@@ -119,13 +128,22 @@ class Self1EProcessor(ProcessorMixin):
 
     @property
     def image_token_ids(self) -> list[int]:
+        """Ids of `<IMG_CONTEXT>`, `<img>` and `</img>`."""
         return [self.image_token_id, self.start_image_token_id, self.end_image_token_id]
 
     def check_model_config(self, config, raise_error: bool = True) -> list[str]:
-        """
-        Checks a `Self1EConfig` against this processor: `image_token_id` (`<IMG_CONTEXT>`), `seg_token_id` (`[SEG]`),
-        image tokens per tile, tile size, and that the text vocabulary covers the tokenizer. Returns the mismatches
-        (empty when all agree) or, with `raise_error=True`, raises a `ValueError` listing them.
+        r"""
+        Checks a model config against this processor: `image_token_id` (`<IMG_CONTEXT>`), `seg_token_id` (`[SEG]`),
+        image tokens per tile, tile size, and that the text vocabulary covers the tokenizer.
+
+        Args:
+            config ([`Self1EConfig`]):
+                The model's config.
+            raise_error (`bool`, *optional*, defaults to `True`):
+                Raise a `ValueError` listing the mismatches, if any.
+
+        Returns:
+            `list[str]`: the mismatches, empty when all agree.
         """
         problems = []
         if getattr(config, "image_token_id", None) != self.image_token_id:
@@ -166,10 +184,23 @@ class Self1EProcessor(ProcessorMixin):
     # ----------------------------------------------------------------------------------------------------------
 
     def __call__(self, images=None, text=None, **kwargs) -> BatchFeature:
-        """
-        transformers' processor call: `text` holds an `<image>` placeholder per image (see
-        [`~Self1EProcessor.prepare_segmentation_inputs`] for segmentation prompts built for you). An empty list of
-        texts raises a `ValueError`, an option of the wrong type a `TypeError` naming it.
+        r"""
+        transformers' processor call, for prompts already rendered (see
+        [`~Self1EProcessor.prepare_segmentation_inputs`] for segmentation prompts built for you).
+
+        Args:
+            images (`ImageInput` or `list[ImageInput]`, *optional*):
+                The images, one per `<image>` placeholder of `text`.
+            text (`str` or `list[str]`, *optional*):
+                The rendered prompts, each `<image>` placeholder expanded into its image's tokens.
+            kwargs:
+                Options of the tokenizer and of [`Self1EImageProcessor`].
+
+        Returns:
+            [`BatchFeature`]: `input_ids`, `attention_mask` and the image processor's fields.
+
+        Raises:
+            `ValueError` for an empty list of texts, `TypeError` naming an option of the wrong type.
         """
         if isinstance(text, (list, tuple)) and not text:
             raise ValueError("text is an empty list; pass a text or a list of texts")
@@ -177,6 +208,7 @@ class Self1EProcessor(ProcessorMixin):
             return super().__call__(images=images, text=text, **kwargs)
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+        """The tokens image `image_idx` stands for: `<img>`, `image_seq_length` `<IMG_CONTEXT>` per tile, `</img>`."""
         num_tiles = int(image_inputs["num_tiles"][image_idx])
         return f"{IMAGE_START_TOKEN}{IMAGE_CONTEXT_TOKEN * (self.image_seq_length * num_tiles)}{IMAGE_END_TOKEN}"
 
@@ -185,7 +217,7 @@ class Self1EProcessor(ProcessorMixin):
         input_ids = text_inputs["input_ids"]
         input_ids = input_ids.tolist() if hasattr(input_ids, "tolist") else input_ids
         id_counts = [list(ids).count(self.image_token_id) for ids in input_ids]
-        text_counts = [sample.count(IMAGE_CONTEXT_TOKEN) for sample in text]
+        text_counts = [row_text.count(IMAGE_CONTEXT_TOKEN) for row_text in text]
         if id_counts != text_counts:
             raise ValueError(
                 f"{IMAGE_CONTEXT_TOKEN} tokens in the text ({text_counts}) and in input_ids ({id_counts}) differ, "
@@ -197,12 +229,13 @@ class Self1EProcessor(ProcessorMixin):
     # ----------------------------------------------------------------------------------------------------------
 
     def build_segmentation_conversation(self, target: str, **kwargs) -> list[dict]:
-        """See [`build_segmentation_conversation`]: `prompt_type`, `question_template`, `answer_template`, `rng`,
-        `image`."""
+        """The conversation of one segmentation prompt: see [`build_segmentation_conversation`] for `kwargs`
+        (`prompt_type`, `question_template`, `answer_template`, `rng`, `image`)."""
         return build_segmentation_conversation(target, **kwargs)
 
     def render_segmentation_prompt(self, target: str, chat_template: str | None = None, **kwargs) -> str:
-        """The chat-template text of one segmentation prompt, with the `<image>` placeholder not yet expanded."""
+        """The chat-template text of one segmentation prompt, with the `<image>` placeholder not yet expanded; `kwargs`
+        as in [`~Self1EProcessor.build_segmentation_conversation`]."""
         conversation = build_segmentation_conversation(target, **kwargs)
         return self.apply_chat_template(conversation, chat_template=chat_template, tokenize=False)
 
@@ -235,131 +268,164 @@ class Self1EProcessor(ProcessorMixin):
         padding_side: str = "right",
         **images_kwargs,
     ) -> BatchFeature:
-        """
-        Model inputs for segmentation prompts, processing every image once.
+        r"""
+        Prepares segmentation prompts about one or several images for the model, processing every image once. The
+        prompts are checked first, then the images are tiled, the prompts rendered with the chat template and
+        tokenized.
 
         Args:
-            images: one image with `prompts` a string or a list of strings (all on that image), or a list of images
-                with `prompts` a list of the same length whose entries are a string or a list of strings.
-            prompts: targets (class names / referring expressions for `prompt_type="short"`, full-sentence
-                instructions for `prompt_type="instruction"`), rendered with the validation templates, custom
-                `question_template`/`answer_template`, or random training templates drawn from `rng`. A prompt may
-                also be a whole conversation (list of `{"role", "content"}` messages) with one `{"type": "image"}`
-                item and `[SEG]` in its assistant part; it is rendered as is.
-            chat_template: a custom Jinja template; the rendered prompt must keep the image and the `[SEG]` answer.
-            images_kwargs: overrides of the image processor (`min_tiles`, `max_tiles`, `use_thumbnail`, ...).
+            images (`ImageInput` or `list[ImageInput]`):
+                One image (PIL image, array, tensor or path), or a list of them (a 4-D array or tensor is a list of
+                images).
+            prompts (`str`, `list[dict]`, or a list of them):
+                For one image, a prompt or a list of prompts about it; for a list of images, a list with one entry
+                (a prompt or a list of prompts) per image. A prompt is a target: a class name or referring expression
+                (`prompt_type="short"`) or a full-sentence instruction (`prompt_type="instruction"`); or a whole
+                conversation (a list of `{"role", "content"}` messages) with one `{"type": "image"}` item and `[SEG]`
+                in its assistant part, rendered as is. A string is always one prompt.
+            prompt_type (`str`, *optional*, defaults to `"short"`):
+                `"short"` or `"instruction"`: which family of questions a target is asked with (paper Sec. 9).
+            question_template (`str`, *optional*):
+                A question with a `{text}` or `{instruction}` placeholder, instead of the validation question.
+            answer_template (`str`, *optional*):
+                An answer containing `[SEG]`, instead of `"[SEG]."`.
+            rng (`random.Random` or `int`, *optional*):
+                Draws the questions and answers from the training families instead of the validation prompts.
+            chat_template (`str`, *optional*):
+                A Jinja template instead of the processor's; it must render the image once and the `[SEG]` answer.
+            return_tensors (`str`, *optional*, defaults to `"pt"`):
+                The tensor type of the returned arrays.
+            padding_side (`str`, *optional*, defaults to `"right"`):
+                Which side of the text is padded.
+            images_kwargs:
+                Options of [`Self1EImageProcessor`] (`min_tiles`, `max_tiles`, `use_thumbnail`, `max_image_pixels`,
+                `input_data_format`, ...).
 
         Returns:
-            [`BatchFeature`] with one row per prompt (in image order, then prompt order):
+            [`BatchFeature`]: one row per prompt, image by image, with the fields
 
-            - `input_ids`, `attention_mask` `(num_prompts, length)`, padded on `padding_side`.
-            - `pixel_values` `(num_tiles, 3, S, S)`: the tiles of each image **once**, images in order.
-            - `tile_grids` `(num_images, 2)` (rows, cols), `num_tiles` `(num_images,)` (thumbnail included),
-              `has_thumbnail` `(num_images,)`, `original_sizes` `(num_images, 2)` (height, width).
-            - `prompt_to_image` `(num_prompts,)`: the image of each prompt.
-            - `sample_tile_indices` `(sum of the prompts' tiles,)`: rows of `pixel_values` (or of image features
-              computed once from it) that give each prompt's tiles in batch order, i.e. the tiles its image tokens
-              stand for. See [`~Self1EProcessor.expand_images_to_prompts`].
+            - **input_ids**, **attention_mask** -- `(num_prompts, length)`, padded on `padding_side`.
+            - **pixel_values** -- `(num_tiles, 3, tile_size, tile_size)`: the tiles of each image **once**, images in
+              order.
+            - **tile_grids** -- `(num_images, 2)` tile rows and columns; **num_tiles** -- `(num_images,)`, thumbnail
+              included; **has_thumbnail** -- `(num_images,)`; **original_sizes** -- `(num_images, 2)` (height,
+              width).
+            - **prompt_to_image** -- `(num_prompts,)`: the image each prompt asks about.
+            - **sample_tile_indices** -- `(sum of the prompts' tiles,)`: the rows of `pixel_values` (or of image
+              features computed once from it) that give each prompt's tiles in prompt order. See
+              [`~Self1EProcessor.expand_images_to_prompts`].
+
+        Raises:
+            `TypeError` or `ValueError` naming the bad argument (`prompts[1][0]`, ...), before any image is tiled.
         """
         rng = as_rng(rng)
-        batch_shape = None
-        if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
-            batch_shape = tuple(images.shape)
-            images = list(images)
-        if isinstance(images, (list, tuple)):
-            if not isinstance(prompts, (list, tuple)) or is_conversation(prompts) or len(prompts) != len(images):
-                given = f"a list of {len(images)} images"
-                if batch_shape is not None:
-                    given = f"a batch of {len(images)} images (images has shape {batch_shape})"
-                raise ValueError(
-                    f"prompts: with {given}, pass a list of {len(images)} entries (a prompt or a list of prompts per "
-                    f"image), got {type(prompts).__name__}"
-                    + (f" of length {len(prompts)}" if isinstance(prompts, (list, tuple)) else "")
-                )
-            image_list, entries = list(images), [(entry, f"prompts[{index}]") for index, entry in enumerate(prompts)]
-        else:
-            image_list, entries = [images], [(prompts, "prompts")]
-        if not image_list:
-            raise ValueError("images is empty")
-        # Per image: (prompt, argument name for error messages); a prompt is a target string or a conversation.
-        prompts_per_image = []
-        for entry, name in entries:
-            if isinstance(entry, str) or is_conversation(entry):
-                prompts_per_image.append([(entry, name)])
-            elif isinstance(entry, (list, tuple)):
-                if not entry:
-                    raise ValueError(f"{name} is empty: every image needs at least one prompt")
-                prompts_per_image.append([(prompt, f"{name}[{index}]") for index, prompt in enumerate(entry)])
-            else:
-                raise TypeError(
-                    f"{name} must be a string, a conversation or a list of them, got {type(entry).__name__}"
-                )
-        # Fail on bad prompts before the (slower) image processing.
-        for prompts_of_image in prompts_per_image:
-            for prompt, name in prompts_of_image:
-                if is_conversation(prompt):
-                    _check_conversation(prompt, name)
-                else:
-                    build_question(prompt, prompt_type, question_template, name=name)
-                    _check_utf8(prompt, name)
-        build_answer(answer_template)
-        for template, name in ((question_template, "question_template"), (answer_template, "answer_template")):
-            if template is not None:
-                _check_utf8(template, name)
-
+        image_list, prompts_per_image = _pair_images_with_prompts(images, prompts)
+        template_options = {
+            "prompt_type": prompt_type,
+            "question_template": question_template,
+            "answer_template": answer_template,
+        }
+        _check_prompts(prompts_per_image, **template_options)
         image_inputs = self.image_processor(image_list, return_tensors=return_tensors, **images_kwargs)
         num_tiles = [int(count) for count in image_inputs["num_tiles"]]
         if len(num_tiles) != len(image_list):
             raise ValueError(f"images holds {len(num_tiles)} images but prompts were given for {len(image_list)}")
-
-        texts, replacements, prompt_to_image, sample_tile_indices = [], [], [], []
-        tile_offsets = np.concatenate([[0], np.cumsum(num_tiles)]).tolist()
-        for image_index, prompts_of_image in enumerate(prompts_per_image):
-            for prompt, name in prompts_of_image:
-                if is_conversation(prompt):
-                    conversation = prompt
-                else:
-                    conversation = build_segmentation_conversation(
-                        prompt, prompt_type, question_template, answer_template, rng, name=name
-                    )
-                text = self.apply_chat_template(conversation, chat_template=chat_template, tokenize=False)
-                if text.count(IMAGE_PLACEHOLDER) != 1:
-                    raise ValueError(
-                        f"chat_template must render exactly one {IMAGE_PLACEHOLDER} per prompt, got "
-                        f"{text.count(IMAGE_PLACEHOLDER)} for {name}"
-                    )
-                answers = _assistant_texts(conversation)
-                if text.count(SEG_TOKEN) != sum(answer.count(SEG_TOKEN) for answer in answers) or not all(
-                    answer in text for answer in answers
-                ):
-                    raise ValueError(
-                        f"chat_template must render the assistant answers with their {SEG_TOKEN} tokens ({answers!r}) "
-                        f"for {name}"
-                    )
-                texts.append(text)
-                replacements.append(self.replace_image_token(image_inputs, image_index))
-                prompt_to_image.append(image_index)
-                sample_tile_indices.extend(range(tile_offsets[image_index], tile_offsets[image_index + 1]))
-
-        texts, _ = self.get_text_with_replacements(texts, images_replacements=replacements)
-        text_inputs = self.tokenizer(texts, padding=True, padding_side=padding_side, return_tensors=return_tensors)
-        self._check_special_mm_tokens(texts, text_inputs, ["image"])
+        texts = self._render_prompts(prompts_per_image, chat_template, rng=rng, **template_options)
+        prompt_to_image = [image for image, image_prompts in enumerate(prompts_per_image) for _ in image_prompts]
+        text_inputs = self._tokenize_prompts(texts, prompt_to_image, image_inputs, padding_side, return_tensors)
         data = {
             **text_inputs,
             **image_inputs,
             "prompt_to_image": prompt_to_image,
-            "sample_tile_indices": sample_tile_indices,
+            "sample_tile_indices": _prompt_tile_indices(num_tiles, prompt_to_image),
         }
         return BatchFeature(data=data, tensor_type=return_tensors)
 
+    def _render_prompts(
+        self, prompts_per_image: list[list["NamedPrompt"]], chat_template: str | None, **template_options
+    ) -> list[str]:
+        """The chat-template text of every prompt, image by image, `<image>` placeholders not yet expanded."""
+        texts = []
+        for image_prompts in prompts_per_image:
+            for prompt, name in image_prompts:
+                if is_conversation(prompt):
+                    conversation = prompt
+                else:
+                    conversation = build_segmentation_conversation(prompt, name=name, **template_options)
+                text = self.apply_chat_template(conversation, chat_template=chat_template, tokenize=False)
+                _check_rendered_prompt(text, conversation, name)
+                texts.append(text)
+        return texts
+
+    def _tokenize_prompts(
+        self,
+        texts: list[str],
+        prompt_to_image: list[int],
+        image_inputs: BatchFeature,
+        padding_side: str,
+        return_tensors: str | None,
+    ) -> BatchFeature:
+        """Expands each prompt's `<image>` placeholder into its image's tokens and tokenizes the prompts."""
+        replacements = [self.replace_image_token(image_inputs, image) for image in prompt_to_image]
+        texts, _ = self.get_text_with_replacements(texts, images_replacements=replacements)
+        text_inputs = self.tokenizer(texts, padding=True, padding_side=padding_side, return_tensors=return_tensors)
+        self._check_special_mm_tokens(texts, text_inputs, ["image"])
+        return text_inputs
+
+    def merge_segmentation_inputs(self, batches: Sequence[Mapping], padding_side: str = "right") -> BatchFeature:
+        r"""
+        Merges the outputs of several [`~Self1EProcessor.prepare_segmentation_inputs`] calls (e.g. one per image, as
+        the pipeline prepares them) into the inputs one call on all their images and prompts gives.
+
+        Args:
+            batches (`Sequence[Mapping]`):
+                Prepared inputs with PyTorch tensors, each padded on `padding_side`.
+            padding_side (`str`, *optional*, defaults to `"right"`):
+                Which side of the text the inputs are padded on, and the merged text is padded on.
+
+        Returns:
+            [`BatchFeature`]: the fields of [`~Self1EProcessor.prepare_segmentation_inputs`], the images and prompts
+            of `batches` in order.
+        """
+        if not batches:
+            raise ValueError("batches is empty: pass the prepared inputs of at least one image")
+        length = max(batch["input_ids"].shape[1] for batch in batches)
+        pad_token_id = self.tokenizer.pad_token_id or 0
+        merged = {
+            "input_ids": _pad_and_concatenate(
+                [batch["input_ids"] for batch in batches], length, pad_token_id, padding_side
+            ),
+            "attention_mask": _pad_and_concatenate(
+                [batch["attention_mask"] for batch in batches], length, 0, padding_side
+            ),
+        }
+        for key in ("pixel_values", "tile_grids", "num_tiles", "has_thumbnail", "original_sizes"):
+            merged[key] = torch.cat([batch[key] for batch in batches])
+        # Image and tile indices start at 0 in every batch: shift them past the images and tiles of the batches before.
+        images_before = np.cumsum([0] + [len(batch["num_tiles"]) for batch in batches]).tolist()
+        tiles_before = np.cumsum([0] + [len(batch["pixel_values"]) for batch in batches]).tolist()
+        merged["prompt_to_image"] = torch.cat(
+            [batch["prompt_to_image"] + offset for batch, offset in zip(batches, images_before)]
+        )
+        merged["sample_tile_indices"] = torch.cat(
+            [batch["sample_tile_indices"] + offset for batch, offset in zip(batches, tiles_before)]
+        )
+        return BatchFeature(data=merged)
+
     @staticmethod
     def expand_images_to_prompts(inputs) -> dict:
-        """
-        From [`~Self1EProcessor.prepare_segmentation_inputs`] output, the per-prompt image inputs for a plain forward
-        pass (the vision tower then runs once per prompt): `pixel_values` (tiles repeated per prompt), `tile_grids`,
-        `num_tiles`, `has_thumbnail` and `original_sizes` with one row per prompt. To run the vision tower once per
-        image instead, index the image features computed from `inputs["pixel_values"]` with
-        `inputs["sample_tile_indices"]`.
+        r"""
+        Repeats the image inputs of [`~Self1EProcessor.prepare_segmentation_inputs`] for each prompt, for a plain
+        forward pass in which the vision tower runs once per prompt. To run it once per image instead, index the
+        image features computed from `inputs["pixel_values"]` with `inputs["sample_tile_indices"]`.
+
+        Args:
+            inputs (`Mapping`):
+                The output of [`~Self1EProcessor.prepare_segmentation_inputs`].
+
+        Returns:
+            `dict`: `pixel_values` (each prompt's tiles, prompt by prompt), and `tile_grids`, `num_tiles`,
+            `has_thumbnail` and `original_sizes` with one row per prompt.
         """
         prompt_to_image = torch.as_tensor(inputs["prompt_to_image"], dtype=torch.long)
         tile_indices = torch.as_tensor(inputs["sample_tile_indices"], dtype=torch.long)
@@ -369,9 +435,175 @@ class Self1EProcessor(ProcessorMixin):
                 expanded[key] = torch.as_tensor(inputs[key])[prompt_to_image]
         return expanded
 
-    def post_process_masks(self, pred_masks, original_sizes, threshold: float | None = 0.0):
-        """See [`Self1EImageProcessor.post_process_masks`]."""
+    def post_process_segmentation(
+        self,
+        pred_masks: Sequence[torch.Tensor],
+        original_sizes: torch.Tensor | Sequence[tuple[int, int]],
+        prompt_to_image: torch.Tensor | Sequence[int],
+        threshold: float = 0.5,
+        semantic: bool = False,
+        return_probabilities: bool = False,
+        prompt_names: Sequence[str] | None = None,
+        max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+    ) -> list[MaskPrediction]:
+        r"""
+        Turns the mask logits of every prompt into masks at the size of the image it asked about, scored, one
+        [`MaskPrediction`] per image. Working memory is bounded by `max_chunk_bytes`, see
+        [`logits_to_prediction`].
+
+        Args:
+            pred_masks (`Sequence[torch.Tensor]`):
+                One `(num_masks, height, width)` tensor of canvas logits per prompt, as in
+                [`Self1ESegmentationOutput`] (a conversation gives one mask per `[SEG]`).
+            original_sizes (`torch.Tensor` of shape `(num_images, 2)`):
+                `(height, width)` of each image.
+            prompt_to_image (`torch.Tensor` of shape `(num_prompts,)`):
+                The image each prompt asked about.
+            threshold (`float`, *optional*, defaults to 0.5):
+                Probability, strictly between 0 and 1, above which a pixel is inside a mask.
+            semantic (`bool`, *optional*, defaults to `False`):
+                The prompts are classes competing for every pixel: each pixel goes to its most probable class, and is
+                background where none passes `threshold` (see [`logits_to_semantic_prediction`]).
+            return_probabilities (`bool`, *optional*, defaults to `False`):
+                Also keep every mask's full-size probabilities (4 bytes per pixel, not bounded by `max_chunk_bytes`).
+            prompt_names (`Sequence[str]`, *optional*):
+                A name per prompt, for the error raised on non-finite logits.
+            max_chunk_bytes (`int`, *optional*):
+                Working memory of the resize, threshold and scoring.
+
+        Returns:
+            `list[MaskPrediction]`: per image, the masks of its prompts in prompt order.
+        """
+        to_prediction = logits_to_semantic_prediction if semantic else logits_to_prediction
+        predictions = []
+        for rows, (height, width) in zip(prompts_by_image(prompt_to_image, len(original_sizes)), original_sizes):
+            mask_names = None if prompt_names is None else names_of_masks(prompt_names, pred_masks, rows)
+            logits = torch.cat([pred_masks[row] for row in rows])
+            predictions.append(
+                to_prediction(
+                    logits,
+                    (int(height), int(width)),
+                    threshold,
+                    return_probabilities,
+                    prompts=mask_names,
+                    max_chunk_bytes=max_chunk_bytes,
+                )
+            )
+        return predictions
+
+    def post_process_masks(
+        self,
+        pred_masks: list[torch.Tensor],
+        original_sizes: torch.Tensor | list[tuple[int, int]],
+        threshold: float | None = 0.5,
+    ) -> list[torch.Tensor]:
+        """
+        Resizes mask logits back to the input images and thresholds them at the probability `threshold` (`None`:
+        the resized logits). See [`Self1EImageProcessor.post_process_masks`].
+        """
         return self.image_processor.post_process_masks(pred_masks, original_sizes, threshold=threshold)
+
+
+class NamedPrompt(NamedTuple):
+    """A prompt (a target or a conversation) and the name error messages give it, e.g. `prompts[1][0]`."""
+
+    prompt: "str | list[dict]"
+    name: str
+
+
+def prompts_by_image(prompt_to_image: torch.Tensor | Sequence[int], num_images: int) -> list[list[int]]:
+    """The prompts (row indices) that ask about each image."""
+    rows: list[list[int]] = [[] for _ in range(num_images)]
+    for row, image in enumerate(torch.as_tensor(prompt_to_image).tolist()):
+        rows[image].append(row)
+    return rows
+
+
+def names_of_masks(prompt_names: Sequence[str], pred_masks: Sequence[torch.Tensor], rows: Sequence[int]) -> list[str]:
+    """The name of every mask of the prompts `rows`: a conversation gives one mask per `[SEG]`, each named after it."""
+    return [prompt_names[row] for row in rows for _ in range(pred_masks[row].shape[0])]
+
+
+def _pair_images_with_prompts(images, prompts) -> tuple[list, list[list[NamedPrompt]]]:
+    """The list of images and the prompts of each: one image takes a prompt or a list of them, a list (or a 4-D
+    batch) of images a list with one such entry per image."""
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+        given = f"a batch of {len(images)} images (images has shape {tuple(images.shape)})"
+    elif isinstance(images, (list, tuple)):
+        given = f"a list of {len(images)} images"
+    else:
+        return [images], [_prompts_of_entry(prompts, "prompts")]
+    images = list(images)
+    if not isinstance(prompts, (list, tuple)) or is_conversation(prompts) or len(prompts) != len(images):
+        length = f" of length {len(prompts)}" if isinstance(prompts, (list, tuple)) else ""
+        raise ValueError(
+            f"prompts: with {given}, pass a list of {len(images)} entries (a prompt or a list of prompts per image), "
+            f"got {type(prompts).__name__}{length}"
+        )
+    if not images:
+        raise ValueError("images is empty")
+    return images, [_prompts_of_entry(entry, f"prompts[{index}]") for index, entry in enumerate(prompts)]
+
+
+def _prompts_of_entry(entry, name: str) -> list[NamedPrompt]:
+    """One image's prompts: a prompt (a string or a conversation) or a non-empty list of them."""
+    if isinstance(entry, str) or is_conversation(entry):
+        return [NamedPrompt(entry, name)]
+    if isinstance(entry, (list, tuple)):
+        if not entry:
+            raise ValueError(f"{name} is empty: every image needs at least one prompt")
+        return [NamedPrompt(prompt, f"{name}[{index}]") for index, prompt in enumerate(entry)]
+    raise TypeError(f"{name} must be a string, a conversation or a list of them, got {type(entry).__name__}")
+
+
+def _check_prompts(
+    prompts_per_image: list[list[NamedPrompt]],
+    prompt_type: str,
+    question_template: str | None,
+    answer_template: str | None,
+) -> None:
+    """Every prompt and template can be rendered: checked before the (slower) image processing."""
+    for image_prompts in prompts_per_image:
+        for prompt, name in image_prompts:
+            if is_conversation(prompt):
+                _check_conversation(prompt, name)
+            else:
+                build_question(prompt, prompt_type, question_template, name=name)
+                _check_utf8(prompt, name)
+    build_answer(answer_template)
+    for template, name in ((question_template, "question_template"), (answer_template, "answer_template")):
+        if template is not None:
+            _check_utf8(template, name)
+
+
+def _check_rendered_prompt(text: str, conversation: list[dict], name: str) -> None:
+    """A custom chat template must keep the one image and the `[SEG]` answers of the conversation."""
+    if text.count(IMAGE_PLACEHOLDER) != 1:
+        raise ValueError(
+            f"chat_template must render exactly one {IMAGE_PLACEHOLDER} per prompt, got "
+            f"{text.count(IMAGE_PLACEHOLDER)} for {name}"
+        )
+    answers = _assistant_texts(conversation)
+    seg_tokens = sum(answer.count(SEG_TOKEN) for answer in answers)
+    if text.count(SEG_TOKEN) != seg_tokens or not all(answer in text for answer in answers):
+        raise ValueError(
+            f"chat_template must render the assistant answers with their {SEG_TOKEN} tokens ({answers!r}) for {name}"
+        )
+
+
+def _prompt_tile_indices(num_tiles: list[int], prompt_to_image: list[int]) -> list[int]:
+    """For each prompt in order, the indices of its image's tiles among all images' tiles."""
+    tile_starts = np.concatenate([[0], np.cumsum(num_tiles)]).tolist()
+    return [tile for image in prompt_to_image for tile in range(tile_starts[image], tile_starts[image + 1])]
+
+
+def _pad_and_concatenate(tensors: list[torch.Tensor], length: int, value: int, padding_side: str) -> torch.Tensor:
+    """Pads `(rows, length_i)` tensors to `length` on `padding_side` and stacks their rows."""
+    padded = []
+    for tensor in tensors:
+        missing = length - tensor.shape[1]
+        padded.append(F.pad(tensor, (missing, 0) if padding_side == "left" else (0, missing), value=value))
+    return torch.cat(padded)
 
 
 def is_conversation(prompt) -> bool:
@@ -454,9 +686,12 @@ def _check_utf8(text: str, name: str) -> None:
 
 def _add_self1e_tokens(tokenizer) -> None:
     """Adds `<img>`, `</img>`, `<IMG_CONTEXT>` (special) and `[SEG]` where the tokenizer lacks them as one token."""
+    # One copy of the vocabulary: copying Qwen2.5's 151k tokens takes about 0.1 s each time.
+    vocabulary = tokenizer.get_vocab()
 
     def is_single_token(token: str) -> bool:
-        return token in tokenizer.get_vocab() and len(tokenizer.encode(token, add_special_tokens=False)) == 1
+        known = token in vocabulary or token in tokenizer.get_added_vocab()
+        return known and len(tokenizer.encode(token, add_special_tokens=False)) == 1
 
     for token, special in (
         (IMAGE_START_TOKEN, True),
