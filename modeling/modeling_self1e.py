@@ -29,7 +29,7 @@ INFERENCE_BAND_POSITIONS = 1024
 
 # What `Self1EProcessor` returns beside the model inputs, for post-processing; `forward` accepts and drops them, so
 # that `model(**processor_outputs)` works.
-PROCESSOR_ONLY_KEYS = ("num_tiles", "original_sizes", "sample_tile_indices")
+PROCESSOR_ONLY_KEYS = ("num_tiles", "original_sizes", "prompt_tile_indices")
 
 
 @dataclass
@@ -331,7 +331,7 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
             head that depends on the image alone then run once per image.
         kwargs:
             Passed to the language model (e.g. `output_hidden_states`, `output_attentions`); the processor's
-            post-processing keys `num_tiles`, `original_sizes` and `sample_tile_indices` are accepted and unused.
+            post-processing keys `num_tiles`, `original_sizes` and `prompt_tile_indices` are accepted and unused.
 
         `inputs_embeds` replaces `input_ids` only where no token positions are needed: text without an image, or
         decoding with a cache (as `generate()` does). With an image or `gt_masks` and no cache, the segmentation

@@ -2,8 +2,7 @@
 vision tower once per image however many prompts ask about it, and batches the prompts through the language model."""
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -33,49 +32,23 @@ SEGMENT_OPTIONS = ("processor", "classes", "threshold", "prompt_type", "return_p
 
 
 @dataclass
-class SegmentationResult:
+class SegmentationResult(MaskPrediction):
     r"""
-    Everything predicted for one image, at the image's original size.
+    Everything predicted for one image, at the image's original size: a [`MaskPrediction`] whose masks are named.
 
     Args:
         prompts (`list[str]`):
-            The prompt (or class name) of each mask; `"conversation"` for the masks of a conversation.
-        packed_masks ([`PackedMasks`]):
-            The masks at one bit per pixel; `masks` unpacks them all, `packed_masks.mask(index)` one.
-        scores (`torch.FloatTensor` of shape `(num_masks,)`):
-            Mean probability inside each mask (0 for an empty mask).
-        no_target (`torch.BoolTensor` of shape `(num_masks,)`):
-            True where nothing in the image matches the prompt (empty mask).
-        probabilities (`torch.FloatTensor` of shape `(num_masks, height, width)`, *optional*):
-            Every mask's probabilities, with `return_probabilities=True`.
-        label_map (`torch.LongTensor` of shape `(height, width)`, *optional*):
-            With `classes=`, the index of each pixel's class in `prompts`, -1 for background; `masks` are then
+            The prompt (or class name) of each mask; `"conversation"` for the masks of a conversation. With
+            `classes=`, `label_map` holds each pixel's index in `prompts` (-1 for background) and `masks` are
             `label_map == k`.
     """
 
-    prompts: list[str]
-    packed_masks: PackedMasks
-    scores: torch.FloatTensor
-    no_target: torch.BoolTensor
-    probabilities: torch.FloatTensor | None = None
-    label_map: torch.LongTensor | None = None
-
-    @cached_property
-    def masks(self) -> torch.BoolTensor:
-        """`(num_masks, height, width)` booleans, unpacked on first access (one byte per pixel of every mask)."""
-        return self.packed_masks.unpack()
+    prompts: list[str] = field(kw_only=True)
 
     @classmethod
     def from_prediction(cls, prompts: list[str], prediction: MaskPrediction) -> "SegmentationResult":
         """The result of one image's [`MaskPrediction`], its masks named by `prompts`."""
-        return cls(
-            prompts,
-            prediction.packed_masks,
-            prediction.scores,
-            prediction.no_target,
-            prediction.probabilities,
-            prediction.label_map,
-        )
+        return cls(**{item.name: getattr(prediction, item.name) for item in fields(MaskPrediction)}, prompts=prompts)
 
 
 class Self1EPredictor:

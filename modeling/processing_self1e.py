@@ -311,7 +311,7 @@ class Self1EProcessor(ProcessorMixin):
               included; **has_thumbnail** -- `(num_images,)`; **original_sizes** -- `(num_images, 2)` (height,
               width).
             - **prompt_to_image** -- `(num_prompts,)`: the image each prompt asks about.
-            - **sample_tile_indices** -- `(sum of the prompts' tiles,)`: the rows of `pixel_values` (or of image
+            - **prompt_tile_indices** -- `(sum of the prompts' tiles,)`: the rows of `pixel_values` (or of image
               features computed once from it) that give each prompt's tiles in prompt order. See
               [`~Self1EProcessor.expand_images_to_prompts`].
 
@@ -337,7 +337,7 @@ class Self1EProcessor(ProcessorMixin):
             **text_inputs,
             **image_inputs,
             "prompt_to_image": prompt_to_image,
-            "sample_tile_indices": _prompt_tile_indices(num_tiles, prompt_to_image),
+            "prompt_tile_indices": _prompt_tile_indices(num_tiles, prompt_to_image),
         }
         return BatchFeature(data=data, tensor_type=return_tensors)
 
@@ -407,8 +407,8 @@ class Self1EProcessor(ProcessorMixin):
         merged["prompt_to_image"] = torch.cat(
             [batch["prompt_to_image"] + offset for batch, offset in zip(batches, images_before)]
         )
-        merged["sample_tile_indices"] = torch.cat(
-            [batch["sample_tile_indices"] + offset for batch, offset in zip(batches, tiles_before)]
+        merged["prompt_tile_indices"] = torch.cat(
+            [batch["prompt_tile_indices"] + offset for batch, offset in zip(batches, tiles_before)]
         )
         return BatchFeature(data=merged)
 
@@ -417,7 +417,7 @@ class Self1EProcessor(ProcessorMixin):
         r"""
         Repeats the image inputs of [`~Self1EProcessor.prepare_segmentation_inputs`] for each prompt, for a plain
         forward pass in which the vision tower runs once per prompt. To run it once per image instead, index the
-        image features computed from `inputs["pixel_values"]` with `inputs["sample_tile_indices"]`.
+        image features computed from `inputs["pixel_values"]` with `inputs["prompt_tile_indices"]`.
 
         Args:
             inputs (`Mapping`):
@@ -428,7 +428,7 @@ class Self1EProcessor(ProcessorMixin):
             `has_thumbnail` and `original_sizes` with one row per prompt.
         """
         prompt_to_image = torch.as_tensor(inputs["prompt_to_image"], dtype=torch.long)
-        tile_indices = torch.as_tensor(inputs["sample_tile_indices"], dtype=torch.long)
+        tile_indices = torch.as_tensor(inputs["prompt_tile_indices"], dtype=torch.long)
         expanded = {"pixel_values": torch.as_tensor(inputs["pixel_values"])[tile_indices]}
         for key in ("tile_grids", "num_tiles", "has_thumbnail", "original_sizes"):
             if key in inputs:

@@ -374,7 +374,7 @@ def test_processor_post_processing_keys_are_accepted_and_unused() -> None:
     extra = {
         "num_tiles": torch.tensor([2, 1]),
         "original_sizes": torch.tensor([[30, 20], [10, 10]]),
-        "sample_tile_indices": torch.tensor([2, 1, 0]),
+        "prompt_tile_indices": torch.tensor([2, 1, 0]),
     }
     with torch.no_grad():
         plain = model(**batch.model_inputs())

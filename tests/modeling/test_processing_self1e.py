@@ -702,7 +702,7 @@ def test_many_prompts_per_image_process_each_image_once():
     assert inputs["pixel_values"].shape == (5, 3, TILE, TILE)  # 4 + 1 tiles, each image once
     assert inputs["tile_grids"].tolist() == [[2, 2], [1, 1]]
     assert inputs["prompt_to_image"].tolist() == [0, 0, 1]
-    assert inputs["sample_tile_indices"].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 4]
+    assert inputs["prompt_tile_indices"].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 4]
     contexts = (inputs["input_ids"] == processor.image_token_id).sum(-1).tolist()
     assert contexts == [4 * TOKENS_PER_TILE, 4 * TOKENS_PER_TILE, TOKENS_PER_TILE]
 
@@ -760,7 +760,7 @@ def test_inputs_drive_the_model_and_image_features_can_be_reused():
     with torch.no_grad():
         plain = model(**text_inputs, pixel_values=expanded["pixel_values"], tile_grids=expanded["tile_grids"])
         features = model.get_segmentation_image_features(inputs["pixel_values"])
-        tiles = inputs["sample_tile_indices"]
+        tiles = inputs["prompt_tile_indices"]
         reused = model(
             **text_inputs,
             image_features=Self1EImageFeatures(
