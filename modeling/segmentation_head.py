@@ -52,6 +52,19 @@ def stitch_tiles(tile_features: torch.Tensor, rows: int, cols: int) -> torch.Ten
     return canvas.reshape(n_images, rows * side, cols * side, channels)
 
 
+class Self1ETransposableLinear(nn.Linear):
+    """A linear layer that can also read vectors of its output space back through its weights:
+    `forward(s, transposed=True)` gives `(s W, s . b)`. Inside `forward`, because accelerate loads offloaded
+    weights only around a module's `forward` (`device_map` with CPU or disk offload)."""
+
+    def forward(
+        self, inputs: torch.Tensor, transposed: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if not transposed:
+            return super().forward(inputs)
+        return inputs @ self.weight, inputs @ self.bias
+
+
 class Self1EMLP(nn.Module):
     """Two-layer MLP `d -> d -> out_features` with GELU."""
 
@@ -59,7 +72,7 @@ class Self1EMLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, hidden_size)
         self.act = ACT2FN[hidden_act]
-        self.fc2 = nn.Linear(hidden_size, out_features)
+        self.fc2 = Self1ETransposableLinear(hidden_size, out_features)
 
     def hidden(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The activations before the last linear layer."""
@@ -166,9 +179,7 @@ class Self1ESegmentationHead(nn.Module):
 
         `fc2(x) . s = x . (s W2) + b2 . s`, so the last layer of `output_mlp` acts on the `s` `[SEG]` embeddings
         rather than on every canvas position."""
-        last_layer = self.output_mlp.fc2
-        readout = seg_embeddings @ last_layer.weight
-        offset = seg_embeddings @ last_layer.bias
+        readout, offset = self.output_mlp.fc2(seg_embeddings, transposed=True)
         logits = torch.einsum("nhwd,nsd->nshw", image_hidden, readout) + offset[..., None, None]
         return logits * self.scale
 

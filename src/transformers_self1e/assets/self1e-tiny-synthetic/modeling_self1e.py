@@ -105,6 +105,9 @@ class Self1EPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _skip_keys_device_placement = ["cache"]
+    # `device_map="auto"` keeps each of these on one device, besides InternVL's vision and decoder layers (the vision
+    # embeddings read their own parameters directly, which offloading only supports for a whole module).
+    _no_split_modules = ["Self1ESegmentationHead", "InternVLMultiModalProjector", "InternVLVisionEmbeddings"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -278,6 +281,10 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
         projector = self.model.multi_modal_projector
         norm, first = projector.layer_norm, projector.linear_1
         copies = self.config.shuffle_factor**2
+        if first.weight.device.type == "meta":
+            # Offloaded by accelerate (`device_map` with CPU or disk offload): the weights exist only inside each
+            # layer's forward, so apply the projector to the replicated features as defined.
+            return projector(torch.cat([patch_features] * copies, dim=-1))
         channels = patch_features.shape[-1]
         normalized = nn.functional.layer_norm(patch_features, (channels,), eps=norm.eps)
         blocks = first.weight.view(first.out_features, copies, channels) * norm.weight.view(copies, channels)
