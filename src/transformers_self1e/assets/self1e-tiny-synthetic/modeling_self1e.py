@@ -108,6 +108,10 @@ class Self1EPreTrainedModel(PreTrainedModel):
     # `device_map="auto"` keeps each of these on one device, besides InternVL's vision and decoder layers (the vision
     # embeddings read their own parameters directly, which offloading only supports for a whole module).
     _no_split_modules = ["Self1ESegmentationHead", "InternVLMultiModalProjector", "InternVLVisionEmbeddings"]
+    # Kept in full precision when quantizing (pass them as torchao's `modules_to_not_convert` or bitsandbytes'
+    # `llm_int8_skip_modules`): the mask head and the projector read their weights directly (the transposed read-out,
+    # the folded replicated projection), and the LM head is tied to the input embeddings.
+    modules_to_not_quantize = ("seg_head", "model.multi_modal_projector", "lm_head")
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
