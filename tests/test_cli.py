@@ -244,7 +244,7 @@ def test_demo_refuses_a_bad_examples_folder_before_writing(saved, tmp_path, caps
         ("--threshold", "nan", "must lie strictly between 0 and 1"),
         ("--threshold", "half", "expected a number between 0 and 1"),
         ("--max-tiles", "0", "must be at least 1"),
-        ("--max-tiles", "two", "expected a positive integer"),
+        ("--max-tiles", "two", "expected an integer of at least 1"),
     ],
 )
 def test_bad_options_are_usage_errors_naming_the_option(saved, tmp_path, capsys, monkeypatch, option, value, message):
