@@ -279,12 +279,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.sharded import evaluate_sharded
 
     check_output_files([args.out], suffix=".json")
-    processes = InferenceProcesses.start(args.device)
-    model, processor = load_model(args, processes.device(args.device))
-    dataset = load_dataset_of(args, model.config.tile_size)
-    results = evaluate_sharded(
-        model, processor, dataset, processes, shard_size=args.shard_size, **sharding_options(args)
-    )
+    with contextlib.closing(InferenceProcesses.start(args.device)) as processes:
+        model, processor = load_model(args, processes.device(args.device))
+        dataset = load_dataset_of(args, model.config.tile_size)
+        results = evaluate_sharded(
+            model, processor, dataset, processes, shard_size=args.shard_size, **sharding_options(args)
+        )
     if results is None:  # not the main process, which reports
         return 0
     report = {
@@ -335,9 +335,11 @@ def run_predict(args: argparse.Namespace) -> int:
     if is_finished(args.out, run, shards):
         print(f"all {len(shards)} shards are already there ({len(dataset)} rows) -> {args.out}")
         return 0
-    processes = InferenceProcesses.start(args.device)
-    model, processor = load_model(args, processes.device(args.device))
-    written = predict_dataset(model, processor, dataset, args.out, run, shards, processes, **sharding_options(args))
+    with contextlib.closing(InferenceProcesses.start(args.device)) as processes:
+        model, processor = load_model(args, processes.device(args.device))
+        written = predict_dataset(
+            model, processor, dataset, args.out, run, shards, processes, **sharding_options(args)
+        )
     if processes.is_main_process:
         skipped = len(shards) - len(written)
         resumed = f", {skipped} already there" if skipped else ""

@@ -137,6 +137,12 @@ class InferenceProcesses:
         if self.num_processes > 1:
             self._state.wait_for_everyone()
 
+    def close(self) -> None:
+        """Leaves the process group: a process that exits with gloo's threads still running aborts ("terminate called
+        without an active exception"), which fails the launch even though the work is done."""
+        if self.num_processes > 1:
+            self._state.destroy_process_group()
+
 
 def segment_shard(
     model,
