@@ -31,7 +31,7 @@ def empty_rle(height: int, width: int) -> dict:
 
 def merge_rles(rles: Iterable[Mapping], height: int, width: int) -> dict:
     """The union of RLEs of one image (an empty mask when there are none)."""
-    rles = [_pycocotools_rle(rle) for rle in rles]
+    rles = [_checked_rle(rle)[0] for rle in rles]
     if not rles:
         return empty_rle(height, width)
     merged = _mask_utils().merge(rles, intersect=False)
@@ -46,7 +46,8 @@ def decode_rle(rle: Mapping) -> np.ndarray:
             that size.
         TypeError: `counts` is neither a list, a str nor bytes.
     """
-    return _mask_utils().decode(_pycocotools_rle(rle))
+    structure, decoded = _checked_rle(rle)
+    return _mask_utils().decode(structure) if decoded is None else decoded
 
 
 def to_binary_mask(mask) -> torch.Tensor:
@@ -71,9 +72,9 @@ def _mask_utils() -> ModuleType:
     return mask
 
 
-def _pycocotools_rle(rle: Mapping) -> dict:
-    """`rle` in the form pycocotools takes, checked first: pycocotools decodes malformed counts into masks of
-    arbitrary values without an error."""
+def _checked_rle(rle: Mapping) -> tuple[dict, np.ndarray | None]:
+    """`rle` in the form pycocotools takes, checked first (pycocotools decodes malformed counts into masks of arbitrary
+    values without an error), and for compressed counts the mask their check decoded (None for a list of runs)."""
     if not isinstance(rle, Mapping) or not {"size", "counts"} <= rle.keys():
         keys = sorted(map(str, rle.keys())) if isinstance(rle, Mapping) else type(rle).__name__
         raise ValueError(f"a run-length mask needs 'size' and 'counts', got {keys}")
@@ -92,13 +93,10 @@ def _pycocotools_rle(rle: Mapping) -> dict:
     if isinstance(counts, list):
         if not all(isinstance(run, (int, np.integer)) and not isinstance(run, bool) and run >= 0 for run in counts):
             raise ValueError("a run-length mask's counts list must hold non-negative integers (run lengths)")
-        if sum(int(run) for run in counts) != height * width:
-            raise ValueError(
-                f"a run-length mask's runs cover {sum(int(run) for run in counts)} pixels, not its {height}x{width}"
-            )
-        return _mask_utils().frPyObjects(
-            {"size": [height, width], "counts": [int(run) for run in counts]}, height, width
-        )
+        runs = [int(run) for run in counts]
+        if sum(runs) != height * width:
+            raise ValueError(f"a run-length mask's runs cover {sum(runs)} pixels, not its {height}x{width}")
+        return _mask_utils().frPyObjects({"size": [height, width], "counts": runs}, height, width), None
     if isinstance(counts, str):
         if not counts.isascii():
             raise ValueError("a run-length mask's counts string must be pycocotools' ASCII encoding")
@@ -116,7 +114,7 @@ def _pycocotools_rle(rle: Mapping) -> dict:
         valid = False
     if not valid:
         raise ValueError(f"a run-length mask's counts do not encode a {height}x{width} mask")
-    return compressed
+    return compressed, mask
 
 
 __all__ = ["decode_rle", "empty_rle", "encode_rle", "merge_rles", "to_binary_mask"]
