@@ -112,9 +112,7 @@ class PeakMemory:
     def __init__(self, device: str):
         self.device = torch.device(device)
         if self.device.type == "cpu":
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-            libc.malloc_trim(0)
+            return_freed_memory_at_once()
 
     def measure(self, function: Callable[[], object]) -> int:
         if self.device.type == "cuda":
@@ -124,14 +122,14 @@ class PeakMemory:
             function()
             torch.cuda.synchronize(self.device)
             return torch.cuda.max_memory_allocated(self.device) - before
-        before = _resident_bytes()
+        before = resident_bytes()
         peak = before
         done = threading.Event()
 
         def sample() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, _resident_bytes())
+                peak = max(peak, resident_bytes())
                 time.sleep(0.001)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -141,13 +139,38 @@ class PeakMemory:
         finally:
             done.set()
             sampler.join()
-        return max(peak, _resident_bytes()) - before
+        return max(peak, resident_bytes()) - before
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
-def _resident_bytes() -> int:
+def return_freed_memory_at_once() -> None:
+    """Tells glibc to serve every allocation above 128 KiB with its own mapping, returned to the system when freed, and
+    to return what it holds now: the resident size then follows what is in use."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    libc.malloc_trim(0)
+
+
+def reset_peak_resident_bytes() -> int:
+    """Resets Linux's peak resident size of this process (VmHWM) to the current one, which it returns."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    return _status_bytes("VmRSS:")
+
+
+def peak_resident_bytes() -> int:
+    """The peak resident size of this process since it started or since [`reset_peak_resident_bytes`]."""
+    return _status_bytes("VmHWM:")
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(field))
+
+
+def resident_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * 4096
 

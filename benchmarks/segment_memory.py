@@ -20,7 +20,15 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from common import CONFIGS, build_model_and_processor, megabytes, random_image, table
+from common import (
+    CONFIGS,
+    build_model_and_processor,
+    megabytes,
+    peak_resident_bytes,
+    random_image,
+    reset_peak_resident_bytes,
+    table,
+)
 
 from transformers_self1e import Self1EForSegmentation, Self1EProcessor
 from transformers_self1e.modeling.mask_postprocessing import DEFAULT_MAX_CHUNK_BYTES
@@ -66,19 +74,12 @@ def measure(segment: Callable[[PIL.Image.Image, list[str]], object], side: int, 
     """Runs `segment` once on a small image, then measures it on a `side`-px one with `num_prompts` prompts."""
     segment(random_image(64, 64, np.random.default_rng(64)), prompt_names(1))
     image = random_image(side, side, np.random.default_rng(side))
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # resets VmHWM to the current resident size
-    before = _status_bytes("VmRSS:")
+    before = reset_peak_resident_bytes()
     start = time.perf_counter()
     segment(image, prompt_names(num_prompts))
     seconds = time.perf_counter() - start
-    peak = _status_bytes("VmHWM:")
+    peak = peak_resident_bytes()
     return {"side": side, "prompts": num_prompts, "peak": peak, "added": peak - before, "seconds": seconds}
-
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(field))
 
 
 def run_in_fresh_process(side: int, num_prompts: int) -> dict:

@@ -39,3 +39,16 @@ def test_offloaded_model_gives_the_same_masks(tmp_path, whole_model_result, cpu_
     result = model.segment(str(IMAGE), PROMPTS)
     assert torch.equal(result.masks, whole_model_result.masks)
     torch.testing.assert_close(result.scores, whole_model_result.scores)
+
+
+@pytest.mark.parametrize(
+    "device_map", [{"": "disk"}, {"model": "disk", "lm_head": "cpu", "seg_head": "cpu"}], ids=["all", "model"]
+)
+def test_maps_that_offload_the_first_weights_give_the_same_masks(tmp_path, whole_model_result, device_map):
+    # The model's first parameters then sit on the meta device: inputs go to accelerate's execution device instead.
+    model = AutoModel.from_pretrained(SHIPPED_MODEL, device_map=device_map, offload_folder=tmp_path).eval()
+    assert model.device.type == "meta"
+    result = model.segment(str(IMAGE), PROMPTS)
+    assert torch.equal(result.masks, whole_model_result.masks)
+    torch.testing.assert_close(result.scores, whole_model_result.scores)
+    assert "[SEG]" in model.chat(str(IMAGE), "Where is the circle?", max_new_tokens=12)

@@ -1,6 +1,6 @@
-"""Loading with transformers' quantization configs, on the CPU: torchao int8 weight-only quantizes the language
-model's and the vision tower's linear layers, keeps `modules_to_not_quantize` in float32, and segments the demo
-examples as the float32 model does. torchao runs in a subprocess of its own (see `helpers.isolated_packages`)."""
+"""Loading with transformers' quantization configs, on the CPU: torchao int8 and int4 weight-only quantize the language
+model's and the vision tower's linear layers, keep `modules_to_not_quantize` in float32, and segment the demo examples
+as the float32 model does. torchao runs in a subprocess of its own (see `helpers.isolated_packages`)."""
 
 import subprocess
 import sys
@@ -14,29 +14,49 @@ from transformers_self1e import Self1EForSegmentation
 from transformers_self1e.demo import DEMO_EXAMPLES, SHIPPED_MODEL, load_demo_examples
 
 TORCHAO = "torchao==0.18.0"
-SEGMENT_WITH_INT8_WEIGHTS = """
+# The torchao configs under test, by name: int4 stores one 4-bit value per byte on the CPU (torchao's packed int4
+# layouts need CUDA kernels), in groups of 32 input channels that each have their own scale.
+SCHEMES = {
+    "int8": ("Int8WeightOnlyConfig()", "Int8Tensor", (-128, 127)),
+    "int4": (
+        "IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32))",
+        "IntxUnpackedToInt8Tensor",
+        (-8, 7),
+    ),
+}
+SEGMENT_WITH_QUANTIZED_WEIGHTS = """
     import torch
-    from torchao.quantization import Int8WeightOnlyConfig
+    from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, PerGroup
     from transformers import AutoModel, TorchAoConfig
 
     from transformers_self1e import Self1EForSegmentation
     from transformers_self1e.demo import DEMO_EXAMPLES, SHIPPED_MODEL, load_demo_examples
 
     kept = list(Self1EForSegmentation.modules_to_not_quantize)
-    config = TorchAoConfig(Int8WeightOnlyConfig(), modules_to_not_convert=kept)
-    model = AutoModel.from_pretrained(SHIPPED_MODEL, quantization_config=config, device_map="cpu").eval()
-    weights = {{name: module.weight for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}}
-    torch.save(
-        {{
+    runs = {{}}
+    for name, scheme in {schemes!r}.items():
+        config = TorchAoConfig(eval(scheme), modules_to_not_convert=kept)
+        model = AutoModel.from_pretrained(SHIPPED_MODEL, quantization_config=config, device_map="cpu").eval()
+        weights = {{name: module.weight for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}}
+        stored = [weight.qdata for weight in weights.values() if hasattr(weight, "qdata")]
+        runs[name] = {{
             "weight_types": {{name: type(weight).__name__ for name, weight in weights.items()}},
             "weight_dtypes": {{name: str(weight.dtype) for name, weight in weights.items()}},
+            "stored_range": (min(data.min().item() for data in stored), max(data.max().item() for data in stored)),
             "masks": {{
                 example.name: model.segment(str(DEMO_EXAMPLES / example.image), example.prompt).masks
                 for example in load_demo_examples()
             }},
-        }},
-        {out!r},
-    )
+        }}
+    # Without the modules kept, the projector's weights are quantized too: a clear error, not a wrong mask.
+    config = TorchAoConfig(Int8WeightOnlyConfig())
+    model = AutoModel.from_pretrained(SHIPPED_MODEL, quantization_config=config, device_map="cpu").eval()
+    try:
+        model.segment(str(DEMO_EXAMPLES / load_demo_examples()[0].image), load_demo_examples()[0].prompt)
+        runs["error_without_kept_modules"] = None
+    except ValueError as error:
+        runs["error_without_kept_modules"] = str(error)
+    torch.save(runs, {out!r})
 """
 
 
@@ -46,32 +66,52 @@ def iou(first: torch.Tensor, second: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def int8_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("int8") / "run.pt"
-    script = textwrap.dedent(SEGMENT_WITH_INT8_WEIGHTS.format(out=str(out)))
+def quantized_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quantized") / "runs.pt"
+    schemes = {name: scheme for name, (scheme, _, _) in SCHEMES.items()}
+    script = textwrap.dedent(SEGMENT_WITH_QUANTIZED_WEIGHTS.format(schemes=schemes, out=str(out)))
     environment = environment_with(isolated_package(TORCHAO))
     result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return torch.load(out)
 
 
-@pytest.mark.slow
-def test_int8_weights_everywhere_but_the_modules_kept(int8_run):
-    kept = Self1EForSegmentation.modules_to_not_quantize
-    is_kept = {
-        name: any(name == key or name.startswith(f"{key}.") for key in kept) for name in int8_run["weight_types"]
+@pytest.fixture(scope="module")
+def float32_masks():
+    model = Self1EForSegmentation.from_pretrained(SHIPPED_MODEL).eval()
+    return {
+        example.name: model.segment(str(DEMO_EXAMPLES / example.image), example.prompt).masks
+        for example in load_demo_examples()
     }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_quantized_weights_everywhere_but_the_modules_kept(quantized_runs, scheme):
+    run = quantized_runs[scheme]
+    _, tensor_type, value_range = SCHEMES[scheme]
+    kept = Self1EForSegmentation.modules_to_not_quantize
+    is_kept = {name: any(name == key or name.startswith(f"{key}.") for key in kept) for name in run["weight_types"]}
     quantized = [name for name, keep in is_kept.items() if not keep]
     assert any(name.startswith("model.language_model.") for name in quantized)
     assert any(name.startswith("model.vision_tower.") for name in quantized)
-    assert {int8_run["weight_types"][name] for name in quantized} == {"Int8Tensor"}
+    assert {run["weight_types"][name] for name in quantized} == {tensor_type}
+    # The stored integers use the scheme's whole range (symmetric int4: -8..7), and no more.
+    assert run["stored_range"] == value_range
     for name in (name for name, keep in is_kept.items() if keep):
-        assert (int8_run["weight_types"][name], int8_run["weight_dtypes"][name]) == ("Parameter", "torch.float32")
+        assert (run["weight_types"][name], run["weight_dtypes"][name]) == ("Parameter", "torch.float32")
 
 
 @pytest.mark.slow
-def test_int8_masks_match_float32_on_the_demo_examples(int8_run):
-    model = Self1EForSegmentation.from_pretrained(SHIPPED_MODEL).eval()
-    for example in load_demo_examples():
-        expected = model.segment(str(DEMO_EXAMPLES / example.image), example.prompt).masks
-        assert iou(int8_run["masks"][example.name], expected) >= 0.95, example.name
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_quantized_masks_match_float32_on_the_demo_examples(quantized_runs, float32_masks, scheme):
+    for name, expected in float32_masks.items():
+        assert iou(quantized_runs[scheme]["masks"][name], expected) >= 0.95, name
+
+
+@pytest.mark.slow
+def test_quantizing_the_projector_is_refused_by_name(quantized_runs):
+    message = quantized_runs["error_without_kept_modules"]
+    assert message is not None
+    assert message.startswith("the projector's weights are quantized (Int8Tensor")
+    assert "modules_to_not_quantize" in message

@@ -5,7 +5,7 @@ import torch
 from helpers.batches import SampleSpec, make_batch, tiny_model
 from transformers.models.internvl.modeling_internvl import InternVLModel
 
-from transformers_self1e.modeling.segmentation_head import pixel_unshuffle, stitch_tiles
+from transformers_self1e.modeling.segmentation_head import Self1ETransposableLinear, pixel_unshuffle, stitch_tiles
 
 GRIDS = [(1, 1), (2, 1), (1, 3), (2, 2), (3, 2)]
 
@@ -123,3 +123,12 @@ def test_mask_logits_by_rows_equal_the_whole_canvas(rows: int, cols: int, rows_p
         banded = head.mask_logits_by_rows(llm, projected, high_res, seg, rows_per_chunk)
     assert banded.shape == whole.shape == (2, 3, 4 * rows * side, 4 * cols * side)
     torch.testing.assert_close(banded, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_a_quantized_mask_head_is_refused_by_name() -> None:
+    # An 8-bit weight (what bitsandbytes' LLM.int8 stores) cannot be read out directly by the [SEG] side.
+    model = tiny_model()
+    read_out = next(module for module in model.seg_head.modules() if isinstance(module, Self1ETransposableLinear))
+    read_out.weight = torch.nn.Parameter(read_out.weight.to(torch.int8), requires_grad=False)
+    with pytest.raises(ValueError, match=r"^the mask head's weights are quantized \(Parameter, torch.int8\)"):
+        read_out(torch.randn(2, read_out.out_features), transposed=True)

@@ -22,7 +22,7 @@ from .mask_losses import mask_losses
 from .pipeline_self1e import Self1EImageSegmentationPipeline  # noqa: F401  (saved beside the model as remote code)
 from .predictor import SegmentationResult, Self1EPredictor
 from .processing_self1e import Self1EProcessor
-from .segmentation_head import Self1ESegmentationHead, stitch_tiles
+from .segmentation_head import Self1ESegmentationHead, require_unquantized, stitch_tiles
 
 # Canvas positions per band when inference computes the high-resolution masks band by band (bounds memory).
 INFERENCE_BAND_POSITIONS = 1024
@@ -289,6 +289,7 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
             # Offloaded by accelerate (`device_map` with CPU or disk offload): the weights exist only inside each
             # layer's forward, so apply the projector to the replicated features as defined.
             return projector(torch.cat([patch_features] * copies, dim=-1))
+        require_unquantized(first.weight, "the projector")
         channels = patch_features.shape[-1]
         normalized = nn.functional.layer_norm(patch_features, (channels,), eps=norm.eps)
         blocks = first.weight.view(first.out_features, copies, channels) * norm.weight.view(copies, channels)

@@ -190,7 +190,7 @@ class Self1EPredictor:
             `str`: the answer, special tokens left out (`[SEG]` stays: it is not one).
         """
         text = self.processor.render_chat_prompt(question)
-        inputs = self.processor(images=[image], text=[text], return_tensors="pt").to(self.model.device)
+        inputs = self.processor(images=[image], text=[text], return_tensors="pt").to(input_device(self.model))
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         model_inputs = {key: inputs[key] for key in ("input_ids", "attention_mask", "pixel_values")}
         with torch.inference_mode():
@@ -261,7 +261,7 @@ class Self1EPredictor:
         model = self.model
         logits = []
         with torch.inference_mode():
-            pixel_values = inputs["pixel_values"].to(device=model.device, dtype=model.dtype)
+            pixel_values = inputs["pixel_values"].to(device=input_device(model), dtype=model.dtype)
             image_features = model.get_segmentation_image_features(pixel_values)
             for rows in self._prompt_chunks(inputs, show_progress):
                 logits.extend(self._chunk_mask_logits(inputs, image_features, rows))
@@ -319,7 +319,7 @@ class Self1EPredictor:
 
     def _chunk_mask_logits(self, inputs: Mapping, image_features, rows: range) -> list[torch.FloatTensor]:
         """The mask logits of the prompts `rows`; `image_features` ([`Self1EImageFeatures`]) hold every image once."""
-        device = self.model.device
+        device = input_device(self.model)
         length = int(inputs["attention_mask"][rows.start : rows.stop].sum(-1).max())
         outputs = self.model(
             input_ids=inputs["input_ids"][rows.start : rows.stop, :length].to(device),
@@ -350,6 +350,13 @@ class Self1EPredictor:
         raise ValueError(
             f"a prompt is {length} tokens long, more than the language model's {limit} positions; {advice}"
         )
+
+
+def input_device(model: PreTrainedModel) -> torch.device:
+    """Where the model's inputs go: accelerate's execution device when `device_map` dispatched the model (weights
+    offloaded to the CPU or disk sit on the meta device, which `model.device` may then report), else the model's."""
+    device = getattr(getattr(model, "_hf_hook", None), "execution_device", None)
+    return model.device if device is None else torch.device(device)
 
 
 def load_saved_processor(model: PreTrainedModel) -> Self1EProcessor:

@@ -52,6 +52,17 @@ def stitch_tiles(tile_features: torch.Tensor, rows: int, cols: int) -> torch.Ten
     return canvas.reshape(n_images, rows * side, cols * side, channels)
 
 
+def require_unquantized(weight: torch.Tensor, owner: str) -> None:
+    """Raises a `ValueError` when `weight` was quantized (a tensor subclass or an integer dtype): SELF1E reads the mask
+    head's and the projector's weights directly, which quantized layers only support through their own forward."""
+    if type(weight) not in (torch.Tensor, nn.Parameter) or not weight.dtype.is_floating_point:
+        raise ValueError(
+            f"{owner}'s weights are quantized ({type(weight).__name__}, {weight.dtype}): leave "
+            "Self1EForSegmentation.modules_to_not_quantize out of the quantization config (torchao's "
+            "modules_to_not_convert, bitsandbytes' llm_int8_skip_modules)"
+        )
+
+
 class Self1ETransposableLinear(nn.Linear):
     """A linear layer that can also read vectors of its output space back through its weights:
     `forward(s, transposed=True)` gives `(s W, s . b)`. Inside `forward`, because accelerate loads offloaded
@@ -62,6 +73,7 @@ class Self1ETransposableLinear(nn.Linear):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if not transposed:
             return super().forward(inputs)
+        require_unquantized(self.weight, "the mask head")
         return inputs @ self.weight, inputs @ self.bias
 
 
