@@ -10,7 +10,7 @@ from transformers import PreTrainedModel
 from transformers.image_processing_utils import BatchFeature
 from transformers.utils import TRANSFORMERS_DYNAMIC_MODULE_NAME, logging
 
-from .mask_postprocessing import DEFAULT_MAX_CHUNK_BYTES, MaskPrediction, PackedMasks, check_threshold
+from .mask_postprocessing import DEFAULT_MAX_CHUNK_BYTES, MaskPrediction, check_threshold
 from .processing_self1e import Self1EProcessor, is_conversation, names_of_masks, prompts_by_image
 from .prompts_self1e import SEG_TOKEN
 

@@ -3,9 +3,10 @@
 import pytest
 import torch
 from helpers.batches import SampleSpec, make_batch, tiny_model
+from torch import nn
+from torch.nn import functional as F
 from transformers.models.internvl.modeling_internvl import InternVLModel
-
-from transformers_self1e.modeling.segmentation_head import Self1ETransposableLinear, pixel_unshuffle, stitch_tiles
+from transformers_self1e.modeling.segmentation_head import pixel_unshuffle, read_back, stitch_tiles
 
 GRIDS = [(1, 1), (2, 1), (1, 3), (2, 2), (3, 2)]
 
@@ -125,10 +126,48 @@ def test_mask_logits_by_rows_equal_the_whole_canvas(rows: int, cols: int, rows_p
     torch.testing.assert_close(banded, whole, rtol=1e-5, atol=1e-5)
 
 
-def test_a_quantized_mask_head_is_refused_by_name() -> None:
-    # An 8-bit weight (what bitsandbytes' LLM.int8 stores) cannot be read out directly by the [SEG] side.
-    model = tiny_model()
-    read_out = next(module for module in model.seg_head.modules() if isinstance(module, Self1ETransposableLinear))
-    read_out.weight = torch.nn.Parameter(read_out.weight.to(torch.int8), requires_grad=False)
-    with pytest.raises(ValueError, match=r"^the mask head's weights are quantized \(Parameter, torch.int8\)"):
-        read_out(torch.randn(2, read_out.out_features), transposed=True)
+class Int8Linear(nn.Linear):
+    """Weight-only int8, stored as bitsandbytes and torchao store it: integers and a scale per output row, dequantized
+    in forward."""
+
+    def __init__(self, dense: nn.Linear):
+        super().__init__(dense.in_features, dense.out_features)
+        scale = dense.weight.detach().abs().amax(1, keepdim=True) / 127
+        self.weight = nn.Parameter((dense.weight.detach() / scale).round().to(torch.int8), requires_grad=False)
+        self.register_buffer("scale", scale)
+        self.bias = dense.bias
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return F.linear(inputs, self.weight.float() * self.scale, self.bias)
+
+
+def test_read_back_reads_a_quantized_layer_through_its_forward() -> None:
+    torch.manual_seed(0)
+    dense = nn.Linear(16, 8)
+    quantized = Int8Linear(dense)
+    vectors = torch.randn(2, 3, 8)
+    with torch.no_grad():
+        readout, offset = read_back(quantized, vectors)
+        torch.testing.assert_close(readout, vectors @ (quantized.weight.float() * quantized.scale))
+        torch.testing.assert_close(offset, vectors @ dense.bias)
+        assert read_back(dense, vectors)[0].equal(vectors @ dense.weight)
+
+
+def test_quantized_head_and_projector_give_the_masks_of_their_dequantized_weights() -> None:
+    # The folded projector and the [SEG] read-out cannot read quantized weights: they go through the layers' forward.
+    batch = make_batch([SampleSpec(grid=(2, 1), n_seg=2)]).model_inputs()
+    quantized, dequantized = tiny_model(), tiny_model()
+    for model, layer in ((quantized, Int8Linear), (dequantized, dequantized_copy)):
+        projector, output_mlp = model.model.multi_modal_projector, model.seg_head.output_mlp
+        projector.linear_1, output_mlp.fc2 = layer(projector.linear_1), layer(output_mlp.fc2)
+    with torch.no_grad():
+        for masks, expected in zip(quantized(**batch).pred_masks, dequantized(**batch).pred_masks, strict=True):
+            torch.testing.assert_close(masks, expected, rtol=1e-4, atol=1e-4)
+
+
+def dequantized_copy(dense: nn.Linear) -> nn.Linear:
+    """A dense layer with the weights `Int8Linear(dense)` computes with."""
+    quantized = Int8Linear(dense)
+    copy = nn.Linear(dense.in_features, dense.out_features)
+    copy.weight.data, copy.bias.data = quantized.weight.float() * quantized.scale, dense.bias.data.clone()
+    return copy

@@ -22,7 +22,7 @@ from .mask_losses import mask_losses
 from .pipeline_self1e import Self1EImageSegmentationPipeline  # noqa: F401  (saved beside the model as remote code)
 from .predictor import SegmentationResult, Self1EPredictor
 from .processing_self1e import Self1EProcessor
-from .segmentation_head import Self1ESegmentationHead, require_unquantized, stitch_tiles
+from .segmentation_head import Self1ESegmentationHead, is_dense_weight, stitch_tiles
 
 # Canvas positions per band when inference computes the high-resolution masks band by band (bounds memory).
 INFERENCE_BAND_POSITIONS = 1024
@@ -108,9 +108,10 @@ class Self1EPreTrainedModel(PreTrainedModel):
     # `device_map="auto"` keeps each of these on one device, besides InternVL's vision and decoder layers (the vision
     # embeddings read their own parameters directly, which offloading only supports for a whole module).
     _no_split_modules = ["Self1ESegmentationHead", "InternVLMultiModalProjector", "InternVLVisionEmbeddings"]
-    # Kept in full precision when quantizing (pass them as torchao's `modules_to_not_convert` or bitsandbytes'
-    # `llm_int8_skip_modules`): the mask head and the projector read their weights directly (the transposed read-out,
-    # the folded replicated projection), and the LM head is tied to the input embeddings.
+    # Best kept in full precision when quantizing (pass them as torchao's `modules_to_not_convert` or bitsandbytes'
+    # `llm_int8_skip_modules`): small, and read directly (the [SEG] read-out, the folded replicated projection) rather
+    # than through their layers' forward, which quantized layers need (slower, see `read_back`); the LM head is tied to
+    # the input embeddings.
     modules_to_not_quantize = ("seg_head", "model.multi_modal_projector", "lm_head")
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -285,11 +286,10 @@ class Self1EForSegmentation(Self1EPreTrainedModel, GenerationMixin):
         projector = self.model.multi_modal_projector
         norm, first = projector.layer_norm, projector.linear_1
         copies = self.config.shuffle_factor**2
-        if first.weight.device.type == "meta":
-            # Offloaded by accelerate (`device_map` with CPU or disk offload): the weights exist only inside each
-            # layer's forward, so apply the projector to the replicated features as defined.
+        if not (is_dense_weight(first.weight) and is_dense_weight(norm.weight)):
+            # Offloaded by accelerate (the weights exist only inside each layer's forward) or quantized: apply the
+            # projector to the replicated features as defined.
             return projector(torch.cat([patch_features] * copies, dim=-1))
-        require_unquantized(first.weight, "the projector")
         channels = patch_features.shape[-1]
         normalized = nn.functional.layer_norm(patch_features, (channels,), eps=norm.eps)
         blocks = first.weight.view(first.out_features, copies, channels) * norm.weight.view(copies, channels)

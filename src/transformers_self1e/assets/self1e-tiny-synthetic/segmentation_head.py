@@ -52,29 +52,27 @@ def stitch_tiles(tile_features: torch.Tensor, rows: int, cols: int) -> torch.Ten
     return canvas.reshape(n_images, rows * side, cols * side, channels)
 
 
-def require_unquantized(weight: torch.Tensor, owner: str) -> None:
-    """Raises a `ValueError` when `weight` was quantized (a tensor subclass or an integer dtype): SELF1E reads the mask
-    head's and the projector's weights directly, which quantized layers only support through their own forward."""
-    if type(weight) not in (torch.Tensor, nn.Parameter) or not weight.dtype.is_floating_point:
-        raise ValueError(
-            f"{owner}'s weights are quantized ({type(weight).__name__}, {weight.dtype}): leave "
-            "Self1EForSegmentation.modules_to_not_quantize out of the quantization config (torchao's "
-            "modules_to_not_convert, bitsandbytes' llm_int8_skip_modules)"
-        )
+def is_dense_weight(weight: torch.Tensor) -> bool:
+    """Whether `weight` can be read as a matrix: a floating-point tensor in memory, neither offloaded by accelerate
+    (on the meta device outside its layer's forward) nor quantized (a torchao tensor subclass, bitsandbytes' integers)."""
+    return (
+        type(weight) in (torch.Tensor, nn.Parameter)
+        and weight.dtype.is_floating_point
+        and weight.device.type != "meta"
+    )
 
 
-class Self1ETransposableLinear(nn.Linear):
-    """A linear layer that can also read vectors of its output space back through its weights:
-    `forward(s, transposed=True)` gives `(s W, s . b)`. Inside `forward`, because accelerate loads offloaded
-    weights only around a module's `forward` (`device_map` with CPU or disk offload)."""
+def read_back(linear: nn.Linear, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(v W, v . b)` for the layer `y = x W^T + b` and vectors `v` of its output space.
 
-    def forward(
-        self, inputs: torch.Tensor, transposed: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if not transposed:
-            return super().forward(inputs)
-        require_unquantized(self.weight, "the mask head")
-        return inputs @ self.weight, inputs @ self.bias
+    An offloaded or quantized layer is only defined by its forward (bitsandbytes even replaces the class): the forward
+    of the identity rows and of a zero row gives `W^T + b` and `b`."""
+    if is_dense_weight(linear.weight):
+        return vectors @ linear.weight, vectors @ linear.bias
+    basis = torch.eye(linear.in_features + 1, linear.in_features, dtype=vectors.dtype, device=vectors.device)
+    outputs = linear(basis)
+    bias = outputs[-1]
+    return vectors @ (outputs[:-1] - bias).T, vectors @ bias
 
 
 class Self1EMLP(nn.Module):
@@ -84,7 +82,7 @@ class Self1EMLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, hidden_size)
         self.act = ACT2FN[hidden_act]
-        self.fc2 = Self1ETransposableLinear(hidden_size, out_features)
+        self.fc2 = nn.Linear(hidden_size, out_features)
 
     def hidden(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The activations before the last linear layer."""
@@ -191,7 +189,7 @@ class Self1ESegmentationHead(nn.Module):
 
         `fc2(x) . s = x . (s W2) + b2 . s`, so the last layer of `output_mlp` acts on the `s` `[SEG]` embeddings
         rather than on every canvas position."""
-        readout, offset = self.output_mlp.fc2(seg_embeddings, transposed=True)
+        readout, offset = read_back(self.output_mlp.fc2, seg_embeddings)
         logits = torch.einsum("nhwd,nsd->nshw", image_hidden, readout) + offset[..., None, None]
         return logits * self.scale
 
