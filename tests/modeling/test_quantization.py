@@ -44,10 +44,12 @@ SEGMENT_WITH_QUANTIZED_WEIGHTS = """
                 name: module.weight for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
             }}
             stored = [weight.qdata for weight in weights.values() if hasattr(weight, "qdata")]
+            norms = [module.weight for module in model.modules() if type(module).__name__.endswith("Norm")]
             runs[name, kept] = {{
                 "weight_types": {{name: type(weight).__name__ for name, weight in weights.items()}},
                 "weight_dtypes": {{name: str(weight.dtype) for name, weight in weights.items()}},
                 "stored_range": (min(data.min().item() for data in stored), max(data.max().item() for data in stored)),
+                "norm_weights": {{(type(weight).__name__, str(weight.dtype)) for weight in norms}},
                 "masks": {{
                     example.name: model.segment(str(DEMO_EXAMPLES / example.image), example.prompt).masks
                     for example in load_demo_examples()
@@ -97,6 +99,8 @@ def test_quantized_weights_everywhere_but_the_modules_kept(quantized_runs, schem
     assert run["stored_range"] == value_range
     for name in (name for name, keep in is_kept.items() if keep):
         assert (run["weight_types"][name], run["weight_dtypes"][name]) == ("Parameter", "torch.float32")
+    # LayerNorm (vision tower, projector) and RMSNorm (language model) weights are never quantized.
+    assert run["norm_weights"] == {("Parameter", "torch.float32")}
     # Nothing kept: the mask head and the projector, which SELF1E otherwise reads directly, are quantized too.
     assert set(quantized_runs[scheme, "nothing"]["weight_types"].values()) == {tensor_type}
 
