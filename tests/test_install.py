@@ -118,6 +118,18 @@ def test_predict_names_the_extra_it_needs(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_quantize_names_the_extra_it_needs(tmp_path, scheme):
+    # On the CPU, torchao quantizes (tests/test_quantization.py runs it); the refusal comes before anything is written.
+    arguments = ["segment", str(DEMO_EXAMPLES / "00-attribute-regular.png"), "the circle", "--quantize", scheme]
+    result = run_self1e([*arguments, "--out", "m.png"], tmp_path, blocked=[*OPTIONAL_PACKAGES, "torchao"])
+    assert result.returncode == 2
+    error = EXTRA_ERROR.fullmatch(result.stderr)
+    assert error and error["package"] == "torchao" and "torchao" in extra_packages(error["extra"]), result.stderr
+    assert f"--quantize {scheme}" in result.stderr and not (tmp_path / "m.png").exists()
+
+
+@pytest.mark.slow
 def test_run_length_masks_name_the_extra_they_need(tmp_path):
     """A saved dataset (read with `datasets`) whose masks are COCO RLEs: decoding them is what needs pycocotools."""
     pytest.importorskip("pycocotools")

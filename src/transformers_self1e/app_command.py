@@ -4,9 +4,7 @@ the rest of the command line works without it."""
 import argparse
 import os
 
-import torch
-
-from .cli_arguments import positive_int, torch_device
+from .cli_arguments import add_model_placement_arguments, model_dtype, positive_int
 from .demo import SHIPPED_MODEL
 from .model_folder import load_model_and_processor
 
@@ -42,8 +40,7 @@ def add_app_command(commands: argparse._SubParsersAction) -> None:
         default=DEFAULT_MAX_IMAGE_PIXELS,
         help=f"refuse larger uploads (default {DEFAULT_MAX_IMAGE_PIXELS}, 4096x4096)",
     )
-    app.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda")
-    app.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    add_model_placement_arguments(app)
 
 
 def run_app(args: argparse.Namespace) -> int:
@@ -52,8 +49,7 @@ def run_app(args: argparse.Namespace) -> int:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     from .app import build_app, launch_app
 
-    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
-    model, processor = load_model_and_processor(args.model, args.device, dtype)
+    model, processor = load_model_and_processor(args.model, args.device, model_dtype(args), args.quantize)
     app = build_app(model, processor, max_image_pixels=args.max_image_pixels)
     launch_app(app, host=args.host, port=args.port)
     return 0

@@ -10,8 +10,9 @@
     self1e push DIR --repo-id org/name [--dry-run] ...                  (as `python -m hub_upload push`)
     self1e app [--model PATH] [--host 127.0.0.1] [--port 7860] [--device cpu] [--dtype float32]   (needs 'app')
 
-Every command runs on the core dependencies, except where it needs an extra (e.g. a saved dataset: `data`); then it
-says so in one line and exits with code 2. Progress bars are drawn only when stderr is a terminal. Under `accelerate
+The commands that load a model take `--device`, `--dtype` and `--quantize int8|int4` (needs 'quantize'). Every command
+runs on the core dependencies, except where it needs an extra (e.g. a saved dataset: `data`); then it says so in one
+line and exits with code 2. Progress bars are drawn only when stderr is a terminal. Under `accelerate
 launch`, `evaluate` and `predict` share the dataset's shards between the processes; the report, or the files, are
 those of one process.
 """
@@ -23,17 +24,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers.utils import logging
 
 from .app_command import add_app_command, run_app
 from .cli_arguments import (
+    add_model_placement_arguments,
     dataset_spec,
     image_side,
+    model_dtype,
     non_negative_int,
     positive_int,
     probability_threshold,
-    torch_device,
 )
 from .demo import DEMO_EXAMPLES, DEMO_SHEET, SHIPPED_MODEL, mask_from_image, mask_iou, run_demo, save_mask
 from .evaluation.metrics import format_metric
@@ -54,6 +55,8 @@ EXTRA_OF_PACKAGE = {
     "peft": "train",
     "trl": "train",
     "gradio": "app",
+    "torchao": "quantize",
+    "bitsandbytes": "quantize",
 }
 # The commands that read a dataset, named with their --dataset in a missing-extra message.
 DATASET_COMMANDS = ("evaluate", "predict")
@@ -70,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=str(SHIPPED_MODEL), help="model folder (default: the shipped model)")
     demo.add_argument("--examples", default=str(DEMO_EXAMPLES), help="folder with examples.json (default: shipped)")
     demo.add_argument("--out", default="outputs/demo", help="folder for the PNGs and demo.png (default outputs/demo)")
-    demo.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda")
-    demo.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    add_model_placement_arguments(demo)
 
     segment = commands.add_parser("segment", help="segment an image with text prompts or class names")
     segment.add_argument("image", help="image file")
@@ -100,8 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=probability_threshold, default=0.5, help="probability threshold (default 0.5)"
     )
     segment.add_argument("--max-tiles", type=positive_int, help="tile large images into at most this many tiles")
-    segment.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda")
-    segment.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    add_model_placement_arguments(segment)
 
     evaluate = commands.add_parser("evaluate", help="referring segmentation metrics (cIoU, gIoU, N-acc, T-acc)")
     evaluate.add_argument("--out", default="report.json", help="JSON report (default report.json)")
@@ -151,8 +152,7 @@ def add_dataset_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--threshold", type=probability_threshold, default=0.5, help="probability threshold (default 0.5)"
     )
     parser.add_argument("--max-tiles", type=positive_int, help="tile large images into at most this many tiles")
-    parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    add_model_placement_arguments(parser)
     parser.add_argument(
         "--batch-size", type=positive_int, default=1, help="dataset rows per segment() call (default 1)"
     )
@@ -178,9 +178,9 @@ def masks_dir_paths(folder: str, labels: list[str]) -> list[Path]:
 
 
 def load_model(args: argparse.Namespace, device: str | None = None) -> tuple[Self1EForSegmentation, Self1EProcessor]:
-    """The model of `--model` on `device` (default `--device`) in `--dtype`, and its processor."""
-    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
-    return load_model_and_processor(args.model, device or args.device, dtype)
+    """The model of `--model` on `device` (default `--device`) in `--dtype`, quantized as `--quantize` says, and its
+    processor."""
+    return load_model_and_processor(args.model, device or args.device, model_dtype(args), args.quantize)
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -369,6 +369,8 @@ def missing_extra_message(args: argparse.Namespace, error: ModuleNotFoundError) 
     if extra is None:
         return None
     command = f"self1e {args.command}" + (f" --dataset {args.dataset}" if args.command in DATASET_COMMANDS else "")
+    if extra == "quantize":
+        command += f" --quantize {args.quantize}"
     install = f"pip install 'transformers-self1e[{extra}]'"
     return f"{command} needs the '{extra}' extra ({package} is not installed): {install}"
 

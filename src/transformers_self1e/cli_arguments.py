@@ -7,6 +7,7 @@ import math
 import torch
 
 from .modeling.image_processing_self1e import DEFAULT_MAX_IMAGE_PIXELS
+from .quantization import QUANTIZATION_SCHEMES
 
 # Accelerator backends `--device` accepts beside the CPU, by `torch.device` type: the module that tells whether one
 # is present and how many there are.
@@ -88,3 +89,19 @@ def dataset_spec(text: str) -> str:
 
 
 __all__ = ["dataset_spec", "image_side", "non_negative_int", "positive_int", "probability_threshold", "torch_device"]
+
+
+def add_model_placement_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--device`, `--dtype` and `--quantize`, which every command that loads a model takes."""
+    parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZATION_SCHEMES,
+        help="8-bit or 4-bit weights: bitsandbytes on CUDA, torchao elsewhere (needs the 'quantize' extra)",
+    )
+
+
+def model_dtype(args: argparse.Namespace) -> torch.dtype:
+    """The torch dtype of `--dtype`."""
+    return torch.bfloat16 if args.dtype == "bfloat16" else torch.float32

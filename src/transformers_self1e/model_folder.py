@@ -14,6 +14,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from .convert.checkpoint_files import SAFETENSORS_INDEX, SAFETENSORS_WEIGHTS, checkpoint_shards, read_header
 from .convert.folder_writer import conversion_problems
 from .modeling import Self1EConfig, Self1EForSegmentation, Self1EProcessor
+from .quantization import quantization_config
 
 CONFIG_FILE = "config.json"
 # The image processor's settings: `processor_config.json` as `save_pretrained` writes it, or the older
@@ -63,19 +64,29 @@ def check_model_folder(path: str | Path, check_processor: bool = True) -> Self1E
 
 
 def load_model_and_processor(
-    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    quantization: str | None = None,
 ) -> tuple[Self1EForSegmentation, Self1EProcessor]:
-    """The model of a saved folder, in eval mode on `device` in `dtype`, and its processor; the folder is checked
-    with `check_model_folder` and the processor against the model's config before any weight is loaded.
+    """The model of a saved folder, in eval mode on `device` in `dtype` (its weights quantized as `quantization`,
+    `int8` or `int4`, says: see `transformers_self1e.quantization`), and its processor; the folder is checked with
+    `check_model_folder` and the processor against the model's config before any weight is loaded.
 
     Raises:
         FileNotFoundError, ValueError: see `check_model_folder`; also when the processor does not fit the model.
+        ModuleNotFoundError: the quantization backend of `device` is not installed.
     """
     config = check_model_folder(path)
     processor = Self1EProcessor.from_pretrained(path)
     problems = processor.check_model_config(config, raise_error=False)
     if problems:
         raise ValueError(f"the processor files in {path} do not fit its {CONFIG_FILE}:\n- " + "\n- ".join(problems))
+    if quantization is not None:
+        # Quantized weights are placed while loading; bitsandbytes models cannot be moved afterwards.
+        options = {"quantization_config": quantization_config(quantization, device, dtype), "device_map": device}
+        model = Self1EForSegmentation.from_pretrained(path, config=config, dtype=dtype, **options)
+        return model.eval(), processor
     model = Self1EForSegmentation.from_pretrained(path, config=config, dtype=dtype)
     return model.to(device).eval(), processor
 

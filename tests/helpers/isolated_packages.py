@@ -14,6 +14,9 @@ from pathlib import Path
 
 from helpers.transformers_common import cache_root
 
+# The torchao that the quantization tests run with.
+TORCHAO = "torchao==0.18.0"
+
 
 def isolated_package(requirement: str) -> Path:
     """A folder to put on `PYTHONPATH` that holds `requirement` (e.g. `"torchao==0.18.0"`, without its dependencies)."""

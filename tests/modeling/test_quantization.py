@@ -8,12 +8,11 @@ import textwrap
 
 import pytest
 import torch
-from helpers.isolated_packages import environment_with, isolated_package
+from helpers.isolated_packages import TORCHAO, environment_with, isolated_package
 
 from transformers_self1e import Self1EForSegmentation
-from transformers_self1e.demo import DEMO_EXAMPLES, SHIPPED_MODEL, load_demo_examples
+from transformers_self1e.demo import DEMO_EXAMPLES, SHIPPED_MODEL, load_demo_examples, mask_iou
 
-TORCHAO = "torchao==0.18.0"
 # The torchao configs under test, by name: int4 stores one 4-bit value per byte on the CPU (torchao's packed int4
 # layouts need CUDA kernels), in groups of 32 input channels that each have their own scale.
 SCHEMES = {
@@ -57,11 +56,6 @@ SEGMENT_WITH_QUANTIZED_WEIGHTS = """
             }}
     torch.save(runs, {out!r})
 """
-
-
-def iou(first: torch.Tensor, second: torch.Tensor) -> float:
-    union = (first | second).sum().item()
-    return 1.0 if union == 0 else (first & second).sum().item() / union
 
 
 @pytest.fixture(scope="module")
@@ -110,4 +104,4 @@ def test_quantized_weights_everywhere_but_the_modules_kept(quantized_runs, schem
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
 def test_quantized_masks_match_float32_on_the_demo_examples(quantized_runs, float32_masks, scheme, kept):
     for name, expected in float32_masks.items():
-        assert iou(quantized_runs[scheme, kept]["masks"][name], expected) >= 0.95, name
+        assert mask_iou(quantized_runs[scheme, kept]["masks"][name], expected) >= 0.95, name

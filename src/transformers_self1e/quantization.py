@@ -1,0 +1,43 @@
+"""`--quantize int8|int4`: 8-bit or 4-bit weights through transformers' quantization configs, by device. On CUDA
+bitsandbytes (LLM.int8, or nf4 computing in the model's dtype); elsewhere torchao, weight-only (int8, or int4 in
+groups of 32 input channels with a scale each). The mask head, the projector and the LM head keep the model's dtype
+(`Self1EForSegmentation.modules_to_not_quantize`). Both packages come with the 'quantize' extra."""
+
+import importlib
+
+import torch
+from transformers import BitsAndBytesConfig, TorchAoConfig
+from transformers.utils.quantization_config import QuantizationConfigMixin
+
+from .modeling import Self1EForSegmentation
+
+QUANTIZATION_SCHEMES = ("int8", "int4")
+
+
+def quantization_config(scheme: str, device: str | torch.device, dtype: torch.dtype) -> QuantizationConfigMixin:
+    """The quantization config of `scheme` (`int8` or `int4`) for a model on `device` computing in `dtype`.
+
+    Raises:
+        ValueError: `scheme` is not one of `QUANTIZATION_SCHEMES`.
+        ModuleNotFoundError: the device's backend (bitsandbytes on CUDA, torchao elsewhere) is not installed.
+    """
+    if scheme not in QUANTIZATION_SCHEMES:
+        raise ValueError(f"quantization scheme must be one of {', '.join(QUANTIZATION_SCHEMES)}, got {scheme!r}")
+    kept = list(Self1EForSegmentation.modules_to_not_quantize)
+    if torch.device(device).type == "cuda":
+        # Imported first, so that a missing package is a ModuleNotFoundError naming it.
+        importlib.import_module("bitsandbytes")
+        if scheme == "int8":
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=kept)
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=kept
+        )
+    torchao = importlib.import_module("torchao.quantization")
+    if scheme == "int8":
+        weights = torchao.Int8WeightOnlyConfig()
+    else:
+        weights = torchao.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=torchao.PerGroup(32))
+    return TorchAoConfig(weights, modules_to_not_convert=kept)
+
+
+__all__ = ["QUANTIZATION_SCHEMES", "quantization_config"]
