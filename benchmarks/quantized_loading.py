@@ -41,6 +41,7 @@ from common import (
 )
 
 from transformers_self1e import Self1EForSegmentation, Self1EProcessor
+from transformers_self1e.quantization import bitsandbytes_config, torchao_config
 
 
 @dataclass(frozen=True)
@@ -48,48 +49,19 @@ class Scheme:
     dtype: torch.dtype
     package: str | None = None
     # The quantization config, built in the measuring process (which imports `package`).
-    quantization_config: Callable[[list[str]], object] | None = None
-    cuda_only: bool = False
-
-
-def torchao_config(kind: str) -> Callable[[list[str]], object]:
-    def build(kept: list[str]) -> object:
-        from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, PerGroup
-        from transformers import TorchAoConfig
-
-        if kind == "int8":
-            weights = Int8WeightOnlyConfig()
-        else:
-            weights = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32))
-        return TorchAoConfig(weights, modules_to_not_convert=kept)
-
-    return build
-
-
-def bitsandbytes_config(bits: int) -> Callable[[list[str]], object]:
-    def build(kept: list[str]) -> object:
-        from transformers import BitsAndBytesConfig
-
-        if bits == 8:
-            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=kept)
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            llm_int8_skip_modules=kept,
-        )
-
-    return build
+    quantization_config: Callable[[], object] | None = None
 
 
 SCHEMES = {
     "float32": Scheme(torch.float32),
     "bfloat16": Scheme(torch.bfloat16),
-    "int8 torchao (weight-only)": Scheme(torch.bfloat16, "torchao", torchao_config("int8")),
+    "int8 torchao (weight-only)": Scheme(torch.bfloat16, "torchao", lambda: torchao_config("int8")),
     # torchao stores int4 one value per byte on the CPU: its packed int4 layouts need CUDA kernels.
-    "int4 torchao (weight-only, groups of 32)": Scheme(torch.bfloat16, "torchao", torchao_config("int4")),
-    "int8 bitsandbytes (LLM.int8)": Scheme(torch.bfloat16, "bitsandbytes", bitsandbytes_config(8)),
-    "nf4 bitsandbytes": Scheme(torch.bfloat16, "bitsandbytes", bitsandbytes_config(4)),
+    "int4 torchao (weight-only, groups of 32)": Scheme(torch.bfloat16, "torchao", lambda: torchao_config("int4")),
+    "int8 bitsandbytes (LLM.int8)": Scheme(
+        torch.bfloat16, "bitsandbytes", lambda: bitsandbytes_config("int8", torch.bfloat16)
+    ),
+    "nf4 bitsandbytes": Scheme(torch.bfloat16, "bitsandbytes", lambda: bitsandbytes_config("int4", torch.bfloat16)),
 }
 
 
@@ -139,8 +111,7 @@ def _data_tensors(value: object) -> Iterator[torch.Tensor]:
 def measure(folder: Path, name: str, device: str, repeats: int) -> dict:
     """Loads the model of `folder` as `name` says, then times `segment()` and measures the memory one call adds."""
     scheme = SCHEMES[name]
-    kept = list(Self1EForSegmentation.modules_to_not_quantize)
-    quantization = scheme.quantization_config(kept) if scheme.quantization_config else None
+    quantization = scheme.quantization_config() if scheme.quantization_config else None
     on_cuda = device.startswith("cuda")
     resident_before_loading = reset_peak_resident_bytes()
     start = time.perf_counter()

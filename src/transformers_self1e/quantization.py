@@ -15,23 +15,39 @@ QUANTIZATION_SCHEMES = ("int8", "int4")
 
 
 def quantization_config(scheme: str, device: str | torch.device, dtype: torch.dtype) -> QuantizationConfigMixin:
-    """The quantization config of `scheme` (`int8` or `int4`) for a model on `device` computing in `dtype`.
+    """The quantization config of `scheme` (`int8` or `int4`) for a model on `device` computing in `dtype`:
+    [`bitsandbytes_config`] on CUDA, [`torchao_config`] elsewhere."""
+    if torch.device(device).type == "cuda":
+        return bitsandbytes_config(scheme, dtype)
+    return torchao_config(scheme)
+
+
+def bitsandbytes_config(scheme: str, dtype: torch.dtype) -> BitsAndBytesConfig:
+    """LLM.int8 (`int8`) or nf4 computing in `dtype` (`int4`), the recommended modules kept.
 
     Raises:
         ValueError: `scheme` is not one of `QUANTIZATION_SCHEMES`.
-        ModuleNotFoundError: the device's backend (bitsandbytes on CUDA, torchao elsewhere) is not installed.
+        ModuleNotFoundError: bitsandbytes is not installed.
     """
-    if scheme not in QUANTIZATION_SCHEMES:
-        raise ValueError(f"quantization scheme must be one of {', '.join(QUANTIZATION_SCHEMES)}, got {scheme!r}")
-    kept = list(Self1EForSegmentation.modules_to_not_quantize)
-    if torch.device(device).type == "cuda":
-        # Imported first, so that a missing package is a ModuleNotFoundError naming it.
-        importlib.import_module("bitsandbytes")
-        if scheme == "int8":
-            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=kept)
-        return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=kept
-        )
+    kept = _kept_modules(scheme)
+    # Imported first, so that a missing package is a ModuleNotFoundError naming it.
+    importlib.import_module("bitsandbytes")
+    if scheme == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=kept)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=kept
+    )
+
+
+def torchao_config(scheme: str) -> TorchAoConfig:
+    """torchao weight-only int8 (`int8`), or int4 in groups of 32 input channels (`int4`; on the CPU stored one value
+    per byte: torchao's packed int4 layouts need CUDA kernels), the recommended modules kept.
+
+    Raises:
+        ValueError: `scheme` is not one of `QUANTIZATION_SCHEMES`.
+        ModuleNotFoundError: torchao is not installed.
+    """
+    kept = _kept_modules(scheme)
     torchao = importlib.import_module("torchao.quantization")
     if scheme == "int8":
         weights = torchao.Int8WeightOnlyConfig()
@@ -40,4 +56,10 @@ def quantization_config(scheme: str, device: str | torch.device, dtype: torch.dt
     return TorchAoConfig(weights, modules_to_not_convert=kept)
 
 
-__all__ = ["QUANTIZATION_SCHEMES", "quantization_config"]
+def _kept_modules(scheme: str) -> list[str]:
+    if scheme not in QUANTIZATION_SCHEMES:
+        raise ValueError(f"quantization scheme must be one of {', '.join(QUANTIZATION_SCHEMES)}, got {scheme!r}")
+    return list(Self1EForSegmentation.modules_to_not_quantize)
+
+
+__all__ = ["QUANTIZATION_SCHEMES", "bitsandbytes_config", "quantization_config", "torchao_config"]
