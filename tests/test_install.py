@@ -126,6 +126,8 @@ def test_quantize_names_the_extra_it_needs(tmp_path, scheme):
     assert result.returncode == 2
     error = EXTRA_ERROR.fullmatch(result.stderr)
     assert error and error["package"] == "torchao" and "torchao" in extra_packages(error["extra"]), result.stderr
+    # Placing quantized weights while loading (`device_map`) needs accelerate, which the plain install lacks.
+    assert "accelerate" in extra_packages(error["extra"])
     assert f"--quantize {scheme}" in result.stderr and not (tmp_path / "m.png").exists()
 
 

@@ -88,9 +88,6 @@ def dataset_spec(text: str) -> str:
     return text
 
 
-__all__ = ["dataset_spec", "image_side", "non_negative_int", "positive_int", "probability_threshold", "torch_device"]
-
-
 def add_model_placement_arguments(parser: argparse.ArgumentParser) -> None:
     """`--device`, `--dtype` and `--quantize`, which every command that loads a model takes."""
     parser.add_argument("--device", type=torch_device, default="cpu", help="torch device, e.g. cuda")
@@ -105,3 +102,15 @@ def add_model_placement_arguments(parser: argparse.ArgumentParser) -> None:
 def model_dtype(args: argparse.Namespace) -> torch.dtype:
     """The torch dtype of `--dtype`."""
     return torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+
+
+__all__ = [
+    "add_model_placement_arguments",
+    "dataset_spec",
+    "image_side",
+    "model_dtype",
+    "non_negative_int",
+    "positive_int",
+    "probability_threshold",
+    "torch_device",
+]

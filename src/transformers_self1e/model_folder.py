@@ -82,13 +82,13 @@ def load_model_and_processor(
     problems = processor.check_model_config(config, raise_error=False)
     if problems:
         raise ValueError(f"the processor files in {path} do not fit its {CONFIG_FILE}:\n- " + "\n- ".join(problems))
-    if quantization is not None:
+    if quantization is None:
+        model = Self1EForSegmentation.from_pretrained(path, config=config, dtype=dtype).to(device)
+    else:
         # Quantized weights are placed while loading; bitsandbytes models cannot be moved afterwards.
-        options = {"quantization_config": quantization_config(quantization, device, dtype), "device_map": device}
-        model = Self1EForSegmentation.from_pretrained(path, config=config, dtype=dtype, **options)
-        return model.eval(), processor
-    model = Self1EForSegmentation.from_pretrained(path, config=config, dtype=dtype)
-    return model.to(device).eval(), processor
+        placement = {"quantization_config": quantization_config(quantization, device, dtype), "device_map": device}
+        model = Self1EForSegmentation.from_pretrained(path, config=config, dtype=dtype, **placement)
+    return model.eval(), processor
 
 
 def _read_json(path: Path) -> dict:
